@@ -1,0 +1,246 @@
+//! Loading YAML configuration with errors that name file, line, column and key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The dotted key path, e.g. `collectors.system.interval`, when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        if let Some(k) = &self.key {
+            write!(f, ": key `{k}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error about `key` in `text`, located by looking the key up in the YAML text.
+    pub fn at_key(file: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
+        let loc = locate_key(text, key);
+        ConfigError {
+            file: file.to_owned(),
+            line: loc.map(|l| l.0),
+            column: loc.map(|l| l.1),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads and parses `path` into `T`.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    let value = parse(&text, path)?;
+    Ok((value, text))
+}
+
+/// Parses YAML `text` (from `file`, for messages) into `T`.
+pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    // An empty file is an empty mapping, so every default applies.
+    let text_or_empty = if text.trim().is_empty() { "{}" } else { text };
+    let de = serde_norway::Deserializer::from_str(text_or_empty);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let loc = inner.location();
+        let mut message = inner.to_string();
+        // serde_norway appends " at line L column C"; the location is printed up front.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        // And it may prefix the path (or its parent) it saw; the key is printed instead.
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.is_empty() && path.starts_with(prefix) {
+                message = rest.to_owned();
+            }
+        }
+        ConfigError {
+            file: file.to_owned(),
+            line: loc.as_ref().map(|l| l.line()),
+            column: loc.as_ref().map(|l| l.column()),
+            key: (path != "." && !path.is_empty()).then_some(path),
+            message,
+        }
+    })
+}
+
+/// Finds the line and column of a dotted key in block-style YAML.
+pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    let mut want = key.split('.');
+    let mut current = want.next()?;
+    // Indentation of the mapping that holds `current`, and of its parent key.
+    let mut level: Option<usize> = None;
+    let mut parent: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if parent.is_some_and(|p| indent <= p) {
+            return None;
+        }
+        let level_indent = *level.get_or_insert(indent);
+        if indent != level_indent {
+            continue;
+        }
+        let name = trimmed
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
+        if name == current && trimmed.contains(':') {
+            match want.next() {
+                Some(next) => {
+                    current = next;
+                    parent = Some(indent);
+                    level = None;
+                }
+                None => return Some((i + 1, indent + 1)),
+            }
+        }
+    }
+    None
+}
+
+/// A duration between `MIN_MS` and `MAX_MS` milliseconds, written as `15s`, `500ms`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Period<const MIN_MS: u64, const MAX_MS: u64>(pub Duration);
+
+/// A poll interval: 100 ms to 1 day.
+pub type Interval = Period<100, 86_400_000>;
+/// A deadline for one run: 10 ms to 1 hour.
+pub type Deadline = Period<10, 3_600_000>;
+
+impl<const MIN_MS: u64, const MAX_MS: u64> Period<MIN_MS, MAX_MS> {
+    /// The duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for Period<MIN_MS, MAX_MS> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration such as 15s, 500ms or 2m ({e})"
+            ))
+        })?;
+        let (min, max) = (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
+        if v < min || v > max {
+            return Err(serde::de::Error::custom(format!(
+                "{s} is out of range: must be between {} and {}",
+                crate::hub::fmt_duration(min),
+                crate::hub::fmt_duration(max)
+            )));
+        }
+        Ok(Period(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        interval: Option<Interval>,
+        count: Option<u8>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        listen: Option<std::net::SocketAddr>,
+        collectors: Option<std::collections::BTreeMap<String, Inner>>,
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse::<Outer>(text, Path::new("cfg.yaml")).expect_err("should fail")
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_key() {
+        let e = err("listen: 127.0.0.1:9466\ncollectors:\n  system:\n    intreval: 5s\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.column, Some(5), "{e}");
+        assert_eq!(e.key.as_deref(), Some("collectors.system.intreval"), "{e}");
+        assert!(e.message.starts_with("unknown field `intreval`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("cfg.yaml:4:5: key `collectors.system.intreval`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_and_out_of_range_are_located() {
+        let e = err("collectors:\n  system:\n    count: lots\n");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("collectors.system.count")),
+            "{e}"
+        );
+        let e = err("collectors:\n  system:\n    count: 300\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = err("collectors:\n  system:\n    interval: 1ms\n");
+        assert_eq!(e.key.as_deref(), Some("collectors.system.interval"), "{e}");
+        assert!(e.message.contains("out of range"), "{e}");
+        let e = err("listen: nowhere\n");
+        assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("listen")), "{e}");
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let o: Outer = parse("\n# nothing\n", Path::new("x")).expect("empty is fine");
+        assert!(o.listen.is_none());
+    }
+
+    #[test]
+    fn locates_nested_keys() {
+        let t = "a: 1\nb:\n  # c\n  c:\n    d: 2\n  e: 3\nd: 4\n";
+        assert_eq!(locate_key(t, "b.c.d"), Some((5, 5)));
+        assert_eq!(locate_key(t, "d"), Some((7, 1)));
+        assert_eq!(locate_key(t, "b.e"), Some((6, 3)));
+        assert_eq!(locate_key(t, "b.x"), None);
+    }
+}

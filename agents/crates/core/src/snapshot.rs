@@ -1,0 +1,486 @@
+//! Snapshots: one JSON document per `labnode collect`, written atomically, never rewritten.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::HostFacts;
+use crate::hub::RunResult;
+use crate::metrics::{Kind, Unit};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// Measured by a labnode collector or drill.
+    Measured,
+    /// Entered by an operator (a value nobody can measure any more).
+    OperatorEntered,
+}
+
+/// One measured value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    /// Metric name, as exported to Prometheus.
+    pub metric: String,
+    /// Label pairs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The value, in `unit`.
+    pub value: f64,
+    /// The unit.
+    pub unit: Unit,
+    /// Gauge or counter.
+    pub kind: Kind,
+    /// Where the value came from.
+    pub provenance: Provenance,
+    /// The collector or drill that produced it.
+    pub source: String,
+}
+
+/// How one collector's run went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorRun {
+    /// The collector's name.
+    pub name: String,
+    /// Whether it succeeded.
+    pub up: bool,
+    /// How long it took.
+    pub duration_seconds: f64,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One snapshot document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// [`SCHEMA_VERSION`] of the writer.
+    pub schema_version: u32,
+    /// The label given to `labnode collect --label`, e.g. `before`.
+    pub label: String,
+    /// When it was taken, RFC 3339 UTC.
+    pub taken_at: String,
+    /// When it was taken, seconds since the epoch.
+    pub taken_at_unix: f64,
+    /// The labnode version that wrote it.
+    pub labnode_version: String,
+    /// Facts about the host.
+    pub host: HostFacts,
+    /// Each collector's run.
+    pub collectors: Vec<CollectorRun>,
+    /// Every sample.
+    pub samples: Vec<Sample>,
+}
+
+/// What can go wrong reading or writing snapshots.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A label that cannot be part of a file name.
+    #[error(
+        "invalid label {0:?}: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )]
+    Label(String),
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Not valid snapshot JSON.
+    #[error("{path}:{line}:{column}: not a valid snapshot: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Written by an incompatible labnode.
+    #[error("{path}: snapshot schema version {found}, this labnode reads version {SCHEMA_VERSION}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version it declares.
+        found: u64,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Checks a snapshot label.
+pub fn check_label(label: &str) -> Result<(), SnapshotError> {
+    let ok = (1..=64).contains(&label.len())
+        && label.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::Label(label.to_owned()))
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot from collector runs.
+    pub fn from_runs(
+        label: &str,
+        host: HostFacts,
+        runs: &[RunResult],
+    ) -> Result<Self, SnapshotError> {
+        check_label(label)?;
+        let now = SystemTime::now();
+        let mut collectors = Vec::new();
+        let mut samples = Vec::new();
+        for run in runs {
+            collectors.push(CollectorRun {
+                name: run.collector.clone(),
+                up: run.failure.is_none(),
+                duration_seconds: run.duration.as_secs_f64(),
+                error: run.failure.as_ref().map(|(_, why)| why.clone()),
+            });
+            let Some(m) = run.metrics.as_ref().filter(|_| run.failure.is_none()) else {
+                continue;
+            };
+            for f in m.families() {
+                for s in &f.series {
+                    samples.push(Sample {
+                        metric: f.name.clone(),
+                        labels: s.labels.iter().cloned().collect(),
+                        value: s.value,
+                        unit: f.unit,
+                        kind: f.kind,
+                        provenance: Provenance::Measured,
+                        source: run.collector.clone(),
+                    });
+                }
+            }
+        }
+        Ok(Snapshot {
+            schema_version: SCHEMA_VERSION,
+            label: label.to_owned(),
+            taken_at: humantime::format_rfc3339_millis(now).to_string(),
+            taken_at_unix: now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            labnode_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host,
+            collectors,
+            samples,
+        })
+    }
+
+    /// Reads and checks one snapshot file.
+    pub fn read(path: &Path) -> Result<Self, SnapshotError> {
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parses snapshot JSON (from `path`, for messages).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, SnapshotError> {
+        let parse_err = |e: serde_json::Error| SnapshotError::Parse {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        };
+        // Check the version first, so a newer schema says so instead of "unknown field".
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(parse_err)?;
+        let found = value.get("schema_version").and_then(|v| v.as_u64());
+        if found != Some(u64::from(SCHEMA_VERSION)) {
+            return Err(SnapshotError::Version {
+                path: path.to_owned(),
+                found: found.unwrap_or(0),
+            });
+        }
+        serde_json::from_slice(bytes).map_err(parse_err)
+    }
+
+    /// The file name this snapshot is stored under: time first, so names sort by time.
+    pub fn file_stem(&self) -> String {
+        let compact: String = self
+            .taken_at
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        format!("{compact}-{}", self.label)
+    }
+}
+
+/// One file of a store listing: its path and the snapshot or why it could not be read.
+pub type Listed = (PathBuf, Result<Snapshot, SnapshotError>);
+
+/// A directory of snapshots.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The store in `dir` (created when a snapshot is first written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Store { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `snap` as a new file and returns its path. Never replaces an existing file:
+    /// the data reaches the disk (fsync) before the name appears, and the name appears
+    /// atomically, so a crash leaves either no file or a whole one.
+    pub fn write(&self, snap: &Snapshot) -> Result<PathBuf, SnapshotError> {
+        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        let mut bytes = serde_json::to_vec_pretty(snap).map_err(|e| SnapshotError::Io {
+            path: self.dir.clone(),
+            source: io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        let stem = snap.file_stem();
+        for n in 0..1000 {
+            let name = if n == 0 {
+                format!("{stem}.json")
+            } else {
+                format!("{stem}-{n}.json")
+            };
+            match write_new_file(&self.dir, &name, &bytes) {
+                Ok(()) => return Ok(self.dir.join(name)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err(&self.dir.join(&name))(e)),
+            }
+        }
+        Err(io_err(&self.dir)(io::Error::other(
+            "1000 snapshots share one name",
+        )))
+    }
+
+    /// Every `*.json` file in the store, oldest first, each parsed or with its error.
+    pub fn list(&self) -> Result<Vec<Listed>, SnapshotError> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(io_err(&self.dir))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.as_bytes().starts_with(b"."))
+            })
+            .collect();
+        paths.sort();
+        Ok(paths
+            .into_iter()
+            .map(|p| {
+                let s = Snapshot::read(&p);
+                (p, s)
+            })
+            .collect())
+    }
+}
+
+/// Creates `dir/name` holding `bytes`, durably, failing with `AlreadyExists` if it exists.
+///
+/// Uses an unnamed `O_TMPFILE` inode that is linked into place only once complete; where
+/// the file system lacks `O_TMPFILE`, a hidden temporary file renamed with
+/// `RENAME_NOREPLACE`. Either way the directory is fsynced afterwards.
+pub fn write_new_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let dir_file = File::open(dir)?;
+    let target = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    let unnamed = OpenOptions::new()
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    let linked = match unnamed {
+        Ok(mut f) => {
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            let src = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                .map_err(io::Error::other)?;
+            // SAFETY: both paths are valid NUL-terminated strings and the fds are open.
+            let rc = unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    src.as_ptr(),
+                    dir_file.as_raw_fd(),
+                    target.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            };
+            if rc == 0 {
+                true
+            } else {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    return Err(e);
+                }
+                false // no /proc: fall back below
+            }
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if !linked {
+        let tmp_name = format!(".{name}.{}.tmp", std::process::id());
+        let tmp = dir.join(&tmp_name);
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            let tmp_c = std::ffi::CString::new(tmp_name.as_str()).map_err(io::Error::other)?;
+            // SAFETY: valid NUL-terminated names relative to an open directory fd.
+            let rc = unsafe {
+                libc::renameat2(
+                    dir_file.as_raw_fd(),
+                    tmp_c.as_ptr(),
+                    dir_file.as_raw_fd(),
+                    target.as_ptr(),
+                    libc::RENAME_NOREPLACE,
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(e);
+            }
+            // No RENAME_NOREPLACE on this file system: link (fails if present) and unlink.
+            std::fs::hard_link(&tmp, dir.join(name))?;
+            std::fs::remove_file(&tmp)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+    }
+    dir_file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{HostPaths, facts};
+    use crate::metrics::Metrics;
+    use std::time::Duration;
+
+    fn sample_runs() -> Vec<RunResult> {
+        let mut m = Metrics::new();
+        m.gauge("labnode_system_memory_total_bytes", "Memory.", Unit::Bytes)
+            .push(&[], 1024.0);
+        vec![
+            RunResult {
+                collector: "system".into(),
+                metrics: Some(m),
+                duration: Duration::from_millis(3),
+                failure: None,
+            },
+            RunResult {
+                collector: "gpu".into(),
+                metrics: None,
+                duration: Duration::from_millis(1),
+                failure: Some((crate::hub::Failure::Error, "no NVML".into())),
+            },
+        ]
+    }
+
+    #[test]
+    fn writes_reads_and_never_overwrites() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(t.path().join("snaps"));
+        let snap = Snapshot::from_runs("before", facts(&HostPaths::default()), &sample_runs())
+            .expect("snapshot");
+        let a = store.write(&snap).expect("write");
+        let b = store.write(&snap).expect("second write gets its own name");
+        assert_ne!(a, b);
+        let listed = store.list().expect("list");
+        assert_eq!(listed.len(), 2);
+        for (_, s) in &listed {
+            let s = s.as_ref().expect("parses");
+            assert_eq!(s, &snap);
+        }
+        assert_eq!(snap.samples.len(), 1);
+        assert_eq!(snap.samples[0].unit, Unit::Bytes);
+        assert_eq!(snap.collectors[1].error.as_deref(), Some("no NVML"));
+        assert!(
+            a.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("-before.json"))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_labels() {
+        for bad in ["", "../x", "a b", ".hidden", &"x".repeat(65)] {
+            assert!(check_label(bad).is_err(), "{bad:?}");
+        }
+        check_label("after-nixos_2.1").expect("good label");
+    }
+
+    #[test]
+    fn corrupt_or_foreign_files_are_named_errors() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("x.json");
+        std::fs::write(&p, "{\"schema_version\": 1, \"label\": ").expect("write");
+        let e = Snapshot::read(&p).expect_err("truncated").to_string();
+        assert!(e.starts_with(&format!("{}:1:", p.display())), "{e}");
+        std::fs::write(&p, "{\"schema_version\": 9}").expect("write");
+        let e = Snapshot::read(&p).expect_err("newer").to_string();
+        assert!(e.contains("schema version 9"), "{e}");
+    }
+
+    #[test]
+    fn existing_name_is_reported_not_replaced() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write_new_file(t.path(), "a.json", b"first").expect("first");
+        let e = write_new_file(t.path(), "a.json", b"second").expect_err("exists");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read(t.path().join("a.json")).expect("read"),
+            b"first"
+        );
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(t.path()).expect("ls").count(), 1);
+    }
+}

@@ -1,0 +1,177 @@
+//! The labnode configuration file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use labnode_core::Collector;
+use labnode_core::config::{self, ConfigError};
+use serde::Deserialize;
+
+/// Default listen address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
+/// Default snapshot directory.
+pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/labnode/snapshots";
+/// Every collector this build knows, in the order they run.
+pub const KNOWN_COLLECTORS: [&str; 1] = ["system"];
+
+/// The whole file. Unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address `labnode serve` listens on.
+    pub listen: Option<SocketAddr>,
+    /// Where `labnode collect` writes snapshots.
+    pub snapshot_dir: Option<PathBuf>,
+    /// Per-collector settings.
+    #[serde(default)]
+    pub collectors: Collectors,
+}
+
+/// The `collectors` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collectors {
+    /// The `system` collector.
+    pub system: Option<labnode_system::Config>,
+}
+
+impl Config {
+    /// Loads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (cfg, text): (Config, String) = config::load(path)?;
+        cfg.check(path, &text)?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types alone cannot: relations between values.
+    fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        if let Some(s) = &self.collectors.system {
+            if let (Some(i), Some(d)) = (s.interval, s.deadline) {
+                if d.get() > i.get() {
+                    return Err(ConfigError::at_key(
+                        path,
+                        text,
+                        "collectors.system.deadline",
+                        "the deadline must not be longer than the interval",
+                    ));
+                }
+            }
+        }
+        if let Some(dir) = &self.snapshot_dir {
+            if !dir.is_absolute() {
+                return Err(ConfigError::at_key(
+                    path,
+                    text,
+                    "snapshot_dir",
+                    format!("{} is not an absolute path", dir.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9466)))
+        })
+    }
+
+    /// The snapshot directory.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.snapshot_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SNAPSHOT_DIR.into())
+    }
+
+    /// Names of the collectors enabled in this configuration.
+    pub fn enabled(&self) -> Vec<&'static str> {
+        KNOWN_COLLECTORS
+            .into_iter()
+            .filter(|name| match *name {
+                "system" => self.collectors.system.as_ref().is_none_or(|c| c.enabled()),
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// Builds the named collectors (or every enabled one when `names` is empty).
+    pub fn build(&self, names: &[String]) -> Result<Vec<Arc<dyn Collector>>, String> {
+        let chosen: Vec<&str> = if names.is_empty() {
+            self.enabled()
+        } else {
+            let mut v = Vec::new();
+            for n in names {
+                let Some(known) = KNOWN_COLLECTORS.iter().find(|k| **k == n.as_str()) else {
+                    return Err(format!(
+                        "unknown collector {n:?}; this build has: {}",
+                        KNOWN_COLLECTORS.join(", ")
+                    ));
+                };
+                if !v.contains(known) {
+                    v.push(*known);
+                }
+            }
+            v
+        };
+        Ok(chosen
+            .into_iter()
+            .filter_map(|name| self.build_one(name))
+            .collect())
+    }
+
+    fn build_one(&self, name: &str) -> Option<Arc<dyn Collector>> {
+        match name {
+            "system" => Some(Arc::new(labnode_system::SystemCollector::new(
+                &self.collectors.system.clone().unwrap_or_default(),
+            ))),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = config::parse(text, Path::new("labnode.yaml"))?;
+        cfg.check(Path::new("labnode.yaml"), text)?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn defaults_bind_loopback() {
+        let cfg = check("").expect("empty config is valid");
+        assert!(cfg.listen().ip().is_loopback());
+        assert_eq!(cfg.enabled(), vec!["system"]);
+    }
+
+    #[test]
+    fn relations_are_checked_with_location() {
+        let e = check("collectors:\n  system:\n    interval: 1s\n    deadline: 5s\n")
+            .expect_err("deadline > interval");
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.key.as_deref(), Some("collectors.system.deadline"));
+        let e = check("snapshot_dir: snaps\n").expect_err("relative");
+        assert_eq!((e.line, e.column), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn unknown_collector_section_is_an_error() {
+        let e = check("collectors:\n  sytsem: {}\n").expect_err("typo");
+        assert_eq!(e.key.as_deref(), Some("collectors.sytsem"));
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn disabled_and_unknown_collectors() {
+        let cfg = check("collectors:\n  system:\n    enabled: false\n").expect("valid");
+        assert!(cfg.enabled().is_empty());
+        assert!(cfg.build(&["gpu".into()]).is_err());
+        assert_eq!(cfg.build(&["system".into()]).map(|v| v.len()), Ok(1));
+    }
+}

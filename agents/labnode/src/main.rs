@@ -1,0 +1,250 @@
+//! `labnode`: the one binary of the labnode agents.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use labnode_core::host::{self, HostPaths};
+use labnode_core::snapshot::{self, Snapshot, Store};
+use labnode_core::{Hub, http, hub};
+
+use crate::config::Config;
+
+/// Measure a NixOS research node: export GPU, ZFS, network, rollback and system metrics
+/// to Prometheus, save before/after snapshots, and compare them.
+#[derive(Debug, Parser)]
+#[command(name = "labnode", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  \
+    labnode serve --config /etc/labnode/config.yaml    # Prometheus exporter on 127.0.0.1:9466\n  \
+    labnode collect --label before --out ./snapshots  # one snapshot of this host\n  \
+    labnode config check /etc/labnode/config.yaml     # validate a config file\n\n\
+    Exit codes: 0 success, 1 failure while running, 2 bad arguments or configuration.\n\
+    Logging: set LABNODE_LOG (e.g. LABNODE_LOG=debug).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Prometheus exporter: collectors poll in the background, /metrics serves
+    /// their last results and never waits on one.
+    Serve(ServeArgs),
+    /// Run every enabled collector once and write one snapshot JSON file.
+    Collect(CollectArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (YAML). Without it, every collector runs with its defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Run only this collector (repeatable). Default: every collector enabled in the config.
+    #[arg(long = "collector", value_name = "NAME")]
+    collectors: Vec<String>,
+    /// Address to listen on; overrides the config. Default 127.0.0.1:9466.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct CollectArgs {
+    /// Name of this snapshot, e.g. `before` or `after` (letters, digits, '.', '_', '-').
+    #[arg(long, value_name = "NAME")]
+    label: String,
+    /// Directory to write to; overrides the config. Default /var/lib/labnode/snapshots.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Configuration file (YAML).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Run only this collector (repeatable).
+    #[arg(long = "collector", value_name = "NAME")]
+    collectors: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file without starting anything.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| Failure::usage(e.to_string())),
+        None => Ok(Config::default()),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .thread_name("labnode-collect")
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let cfg = load_config(args.config.as_ref())?;
+    let collectors = cfg.build(&args.collectors).map_err(Failure::usage)?;
+    let listen = args.listen.unwrap_or_else(|| cfg.listen());
+    let names: Vec<String> = collectors.iter().map(|c| c.name().to_owned()).collect();
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {listen}: {e}")))?;
+        let hub = Hub::new(names.clone());
+        let _tasks = hub::spawn_all(&collectors, &hub);
+        tracing::info!(
+            "serving http://{}/metrics with collectors: {}",
+            listener.local_addr().unwrap_or(listen),
+            if names.is_empty() {
+                "(none)".into()
+            } else {
+                names.join(", ")
+            }
+        );
+        http::serve(listener, hub, shutdown_signal())
+            .await
+            .map_err(|e| Failure::runtime(format!("server failed: {e}")))
+    });
+    // A collector stuck in a system call must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+fn collect(args: CollectArgs) -> Result<(), Failure> {
+    snapshot::check_label(&args.label).map_err(|e| Failure::usage(format!("--label: {e}")))?;
+    let cfg = load_config(args.config.as_ref())?;
+    let collectors = cfg.build(&args.collectors).map_err(Failure::usage)?;
+    let dir = args.out.clone().unwrap_or_else(|| cfg.snapshot_dir());
+    let host_paths = cfg
+        .collectors
+        .system
+        .as_ref()
+        .map(|s| s.paths())
+        .unwrap_or_else(HostPaths::default);
+    let rt = runtime()?;
+    let runs = rt.block_on(async {
+        let handles: Vec<_> = collectors
+            .iter()
+            .map(|c| tokio::spawn(hub::run_once(c.clone())))
+            .collect();
+        let mut runs = Vec::new();
+        for h in handles {
+            match h.await {
+                Ok((run, _)) => runs.push(run),
+                Err(e) => tracing::error!("collector task failed: {e}"),
+            }
+        }
+        runs
+    });
+    rt.shutdown_timeout(Duration::from_millis(200));
+    for r in &runs {
+        if let Some((_, why)) = &r.failure {
+            eprintln!("labnode: collector {} is down: {why}", r.collector);
+        }
+    }
+    let snap = Snapshot::from_runs(&args.label, host::facts(&host_paths), &runs)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let path = Store::new(&dir)
+        .write(&snap)
+        .map_err(|e| Failure::runtime(format!("cannot write the snapshot: {e}")))?;
+    let up = runs.iter().filter(|r| r.failure.is_none()).count();
+    println!(
+        "{} ({} samples, {up}/{} collectors up)",
+        path.display(),
+        snap.samples.len(),
+        runs.len()
+    );
+    Ok(())
+}
+
+fn config_check(file: PathBuf) -> Result<(), Failure> {
+    let cfg = Config::load(&file).map_err(|e| Failure::usage(e.to_string()))?;
+    println!(
+        "{}: ok (listen {}, snapshots in {}, collectors: {})",
+        file.display(),
+        cfg.listen(),
+        cfg.snapshot_dir().display(),
+        cfg.enabled().join(", ")
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LABNODE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Serve(a) => serve(a),
+        Command::Collect(a) => collect(a),
+        Command::Config(ConfigCommand::Check { file }) => config_check(file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("labnode: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,85 @@
+# Helpers shared by the system tests. Source it; it sets `set -euo pipefail`.
+# Each test runs in its own temporary directory ($T) that is removed on exit, and every
+# process it starts with `bg` is killed on exit.
+set -euo pipefail
+
+: "${LABNODE_BIN:?LABNODE_BIN must point at the labnode binary (tests/run sets it)}"
+T=$(mktemp -d "${TMPDIR:-/tmp}/labnode-test.XXXXXX")
+_pids=()
+
+cleanup() {
+  local p
+  for p in "${_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+# Starts a command in the background, its output in $T/<name>.log.
+bg() {
+  local name=$1
+  shift
+  "$@" >"$T/$name.log" 2>&1 &
+  _pids+=("$!")
+  echo "$!"
+}
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+note() { echo "  $*"; }
+
+# A loopback TCP port nothing listens on now.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retries COMMAND every 0.2 s.
+wait_for() {
+  local secs=$1 what=$2
+  shift 2
+  local end=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$end" ] || fail "timed out after ${secs}s waiting for $what"
+    sleep 0.2
+  done
+}
+
+# prom_query PORT PROMQL: the first result's value, or nothing.
+prom_query() {
+  curl -fsS "http://127.0.0.1:$1/api/v1/query" --data-urlencode "query=$2" |
+    jq -r '.data.result[0].value[1] // empty'
+}
+
+# Starts a real Prometheus scraping the given targets every second; prints its port.
+start_prometheus() {
+  local port targets="" t
+  port=$(free_port)
+  for t in "$@"; do targets+="\"$t\","; done
+  cat >"$T/prometheus.yml" <<YAML
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: labnode
+    static_configs:
+      - targets: [${targets%,}]
+YAML
+  bg prometheus prometheus --config.file="$T/prometheus.yml" \
+    --storage.tsdb.path="$T/prometheus-data" \
+    --web.listen-address="127.0.0.1:$port" >/dev/null
+  wait_for 30 "prometheus to answer" curl -fsS "http://127.0.0.1:$port/-/ready"
+  echo "$port"
+}
+
+# metric_value TEXT_FILE SERIES: the value of the exposition line that starts with SERIES.
+metric_value() {
+  awk -v s="$2" 'index($0, s" ") == 1 { print $NF; exit }' "$1"
+}
