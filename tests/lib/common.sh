@@ -83,3 +83,40 @@ YAML
 metric_value() {
   awk -v s="$2" 'index($0, s" ") == 1 { print $NF; exit }' "$1"
 }
+
+# start_gpu_agent PROFILE [EXTRA-YAML]: labnode serve with the gpu collector on the
+# simulated NVML library and the given profile (a file under tests/fake-nvml/profiles or a
+# path); sets $port. EXTRA-YAML is appended under `collectors:`.
+start_gpu_agent() {
+  local profile=$1 extra=${2:-}
+  : "${LABNODE_FAKE_NVML_LIB:?LABNODE_FAKE_NVML_LIB must point at the simulated NVML library}"
+  [ -f "$profile" ] || profile="$(cd "$(dirname "${BASH_SOURCE[0]}")/../fake-nvml/profiles" && pwd)/$profile.json"
+  port=$(free_port)
+  cat >"$T/labnode.yaml" <<YAML
+listen: 127.0.0.1:$port
+collectors:
+  system:
+    enabled: false
+  gpu:
+    interval: 500ms
+    deadline: 500ms
+    window: 200ms
+    library: $LABNODE_FAKE_NVML_LIB
+$extra
+YAML
+  LABNODE_FAKE_NVML_PROFILE=$profile bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" >/dev/null
+  wait_for 10 "labnode to serve" curl -fsS "http://127.0.0.1:$port/metrics"
+}
+
+# scrape FILE: one /metrics scrape of the agent on $port into $T/FILE.
+scrape() { curl -fsS "http://127.0.0.1:$port/metrics" >"$T/$1"; }
+
+# expect_value PROM_PORT PROMQL WANT [TOLERANCE]: the query's value equals WANT (within
+# the relative tolerance, default exact).
+expect_value() {
+  local got
+  got=$(prom_query "$1" "$2")
+  [ -n "$got" ] || fail "Prometheus has no value for $2"
+  awk -v g="$got" -v w="$3" -v t="${4:-0}" 'BEGIN { d = g - w; if (d < 0) d = -d; m = (w < 0 ? -w : w); exit !(d <= t * m + 1e-9) }' ||
+    fail "$2 = $got, want $3"
+}

@@ -13,7 +13,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
 /// Default snapshot directory.
 pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/labnode/snapshots";
 /// Every collector this build knows, in the order they run.
-pub const KNOWN_COLLECTORS: [&str; 1] = ["system"];
+pub const KNOWN_COLLECTORS: [&str; 2] = ["system", "gpu"];
 
 /// The whole file. Unknown keys are errors.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,6 +34,8 @@ pub struct Config {
 pub struct Collectors {
     /// The `system` collector.
     pub system: Option<labnode_system::Config>,
+    /// The `gpu` collector.
+    pub gpu: Option<labnode_gpu::Config>,
 }
 
 impl Config {
@@ -46,13 +48,21 @@ impl Config {
 
     /// Checks what the types alone cannot: relations between values.
     fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        if let Some(s) = &self.collectors.system {
-            if let (Some(i), Some(d)) = (s.interval, s.deadline) {
+        let c = &self.collectors;
+        let schedules = [
+            (
+                "system",
+                c.system.as_ref().map(|s| (s.interval, s.deadline)),
+            ),
+            ("gpu", c.gpu.as_ref().map(|g| (g.interval, g.deadline))),
+        ];
+        for (name, schedule) in schedules {
+            if let Some((Some(i), Some(d))) = schedule {
                 if d.get() > i.get() {
                     return Err(ConfigError::at_key(
                         path,
                         text,
-                        "collectors.system.deadline",
+                        &format!("collectors.{name}.deadline"),
                         "the deadline must not be longer than the interval",
                     ));
                 }
@@ -93,6 +103,7 @@ impl Config {
             .into_iter()
             .filter(|name| match *name {
                 "system" => self.collectors.system.as_ref().is_none_or(|c| c.enabled()),
+                "gpu" => self.collectors.gpu.as_ref().is_none_or(|c| c.enabled()),
                 _ => false,
             })
             .collect()
@@ -128,6 +139,9 @@ impl Config {
             "system" => Some(Arc::new(labnode_system::SystemCollector::new(
                 &self.collectors.system.clone().unwrap_or_default(),
             ))),
+            "gpu" => Some(Arc::new(labnode_gpu::GpuCollector::new(
+                &self.collectors.gpu.clone().unwrap_or_default(),
+            ))),
             _ => None,
         }
     }
@@ -147,7 +161,7 @@ mod tests {
     fn defaults_bind_loopback() {
         let cfg = check("").expect("empty config is valid");
         assert!(cfg.listen().ip().is_loopback());
-        assert_eq!(cfg.enabled(), vec!["system"]);
+        assert_eq!(cfg.enabled(), vec!["system", "gpu"]);
     }
 
     #[test]
@@ -169,9 +183,10 @@ mod tests {
 
     #[test]
     fn disabled_and_unknown_collectors() {
-        let cfg = check("collectors:\n  system:\n    enabled: false\n").expect("valid");
+        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n")
+            .expect("valid");
         assert!(cfg.enabled().is_empty());
-        assert!(cfg.build(&["gpu".into()]).is_err());
+        assert!(cfg.build(&["gpux".into()]).is_err());
         assert_eq!(cfg.build(&["system".into()]).map(|v| v.len()), Ok(1));
     }
 }

@@ -1,0 +1,838 @@
+//! The `gpu` collector: NVML in-process through nvml-wrapper, loaded at run time, sampled
+//! in the background. Fields a GPU does not support are absent (never a sentinel or a
+//! zero) and `labnode_gpu_field_supported` says which; a GPU that falls off the bus is
+//! reported lost while the others keep being collected; NVML is re-initialised with
+//! backoff when it cannot be loaded or a GPU was lost (a driver reload).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use labnode_core::config::{Deadline, Interval, Period};
+use labnode_core::{CollectError, Collector, Metrics, Unit};
+use nvml_wrapper::enum_wrappers::device::{
+    Clock, EccCounter, MemoryError, PcieUtilCounter, RetirementCause, Sampling, TemperatureSensor,
+    TemperatureThreshold,
+};
+use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{Device, Nvml};
+use serde::Deserialize;
+
+/// Where NVML is looked for when no library is configured: the loader's search path
+/// first, then the NixOS driver location.
+pub const DEFAULT_LIBRARIES: [&str; 2] = [
+    "libnvidia-ml.so.1",
+    "/run/opengl-driver/lib/libnvidia-ml.so.1",
+];
+
+/// Configuration of the `gpu` collector (the `collectors.gpu` section).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Whether the collector runs (default true).
+    pub enabled: Option<bool>,
+    /// Sampling interval (default 1s).
+    pub interval: Option<Interval>,
+    /// Deadline of one sampling run (default 1s).
+    pub deadline: Option<Deadline>,
+    /// NVML library to load instead of the default search.
+    pub library: Option<PathBuf>,
+    /// Window the first run samples over for its means (default 500ms); later runs
+    /// cover the time since the previous run.
+    pub window: Option<Period<50, 60_000>>,
+}
+
+impl Config {
+    /// Whether the collector is enabled.
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+    /// The sampling interval.
+    pub fn interval(&self) -> Duration {
+        self.interval.map_or(Duration::from_secs(1), Period::get)
+    }
+    /// The deadline of one run.
+    pub fn deadline(&self) -> Duration {
+        self.deadline.map_or(Duration::from_secs(1), Period::get)
+    }
+}
+
+/// Why the collector could not sample.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    /// No NVML library could be loaded or initialised.
+    #[error("cannot initialise NVML: {tried}; next attempt in {retry_in:?}")]
+    Init {
+        /// Each library tried and why it failed.
+        tried: String,
+        /// When the next attempt will be made.
+        retry_in: Duration,
+    },
+    /// Waiting out the backoff after a failed initialisation.
+    #[error("NVML unavailable ({last}); next attempt in {retry_in:?}")]
+    Backoff {
+        /// The last initialisation error.
+        last: String,
+        /// Time left until the next attempt.
+        retry_in: Duration,
+    },
+    /// NVML answered, but not to the device count.
+    #[error("NVML device count: {0}")]
+    Count(NvmlError),
+}
+
+/// Throttle reason bits (NVML `nvmlClocksThrottleReason*`) and their label values.
+pub const THROTTLE_REASONS: [(u64, &str); 9] = [
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+];
+
+/// What the collector remembers about one GPU between runs.
+#[derive(Debug, Default)]
+struct GpuMemory {
+    uuid: String,
+    energy_joules: f64,
+    last_power: Option<(Instant, f64)>,
+    last_nvml_energy: Option<(Instant, f64)>,
+    last_sample_ts: Option<u64>,
+    last_mem_sample_ts: Option<u64>,
+    warned: Vec<String>,
+}
+
+#[derive(Debug)]
+struct State {
+    nvml: Option<Nvml>,
+    next_init: Instant,
+    backoff: Duration,
+    last_error: String,
+    gpus: HashMap<u32, GpuMemory>,
+    lost: BTreeMap<u32, String>,
+    last_run: Option<Instant>,
+    reinit_at: Option<Instant>,
+}
+
+/// The `gpu` collector.
+#[derive(Debug)]
+pub struct GpuCollector {
+    libraries: Vec<PathBuf>,
+    interval: Duration,
+    deadline: Duration,
+    window: Duration,
+    calls: AtomicU64,
+    state: Mutex<State>,
+}
+
+/// One GPU's reading, assembled from many NVML calls.
+struct Reader<'a> {
+    calls: &'a AtomicU64,
+    supported: Vec<(&'static str, bool)>,
+    lost: bool,
+    warnings: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// Runs one NVML call: the value, or `None` when unsupported or failed (the GPU is
+    /// marked lost on `GpuLost`).
+    fn get<T>(
+        &mut self,
+        field: &'static str,
+        f: impl FnOnce() -> Result<T, NvmlError>,
+    ) -> Option<T> {
+        if self.lost {
+            return None;
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match f() {
+            Ok(v) => {
+                self.mark(field, true);
+                Some(v)
+            }
+            Err(NvmlError::NotSupported) => {
+                self.mark(field, false);
+                None
+            }
+            Err(NvmlError::GpuLost) => {
+                self.lost = true;
+                None
+            }
+            Err(e) => {
+                self.warnings.push(format!("{field}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn mark(&mut self, field: &'static str, ok: bool) {
+        match self.supported.iter_mut().find(|(f, _)| *f == field) {
+            Some(entry) => entry.1 |= ok,
+            None => self.supported.push((field, ok)),
+        }
+    }
+}
+
+impl GpuCollector {
+    /// A collector with the given configuration.
+    pub fn new(cfg: &Config) -> Self {
+        let libraries = match &cfg.library {
+            Some(p) => vec![p.clone()],
+            None => DEFAULT_LIBRARIES.iter().map(PathBuf::from).collect(),
+        };
+        GpuCollector {
+            libraries,
+            interval: cfg.interval(),
+            deadline: cfg.deadline(),
+            window: cfg.window.map_or(Duration::from_millis(500), Period::get),
+            calls: AtomicU64::new(0),
+            state: Mutex::new(State {
+                nvml: None,
+                next_init: Instant::now(),
+                backoff: Duration::from_secs(1),
+                last_error: String::new(),
+                gpus: HashMap::new(),
+                lost: BTreeMap::new(),
+                last_run: None,
+                reinit_at: None,
+            }),
+        }
+    }
+
+    fn init(&self, st: &mut State) -> Result<(), GpuError> {
+        let now = Instant::now();
+        if now < st.next_init {
+            return Err(GpuError::Backoff {
+                last: st.last_error.clone(),
+                retry_in: st.next_init - now,
+            });
+        }
+        let mut tried = Vec::new();
+        for lib in &self.libraries {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            match Nvml::builder().lib_path(OsStr::new(lib)).init() {
+                Ok(n) => {
+                    if !st.last_error.is_empty() {
+                        tracing::info!("NVML initialised from {}", lib.display());
+                    }
+                    st.nvml = Some(n);
+                    st.backoff = Duration::from_secs(1);
+                    st.last_error.clear();
+                    return Ok(());
+                }
+                Err(e) => tried.push(format!("{}: {e}", lib.display())),
+            }
+        }
+        let retry_in = st.backoff;
+        st.next_init = now + retry_in;
+        st.backoff = (st.backoff * 2).min(Duration::from_secs(60));
+        st.last_error = tried.join("; ");
+        Err(GpuError::Init {
+            tried: st.last_error.clone(),
+            retry_in,
+        })
+    }
+
+    /// Reads the fast-moving values (power, utilization) of every GPU `steps` times over
+    /// the window, integrating power into energy; used by the first run.
+    fn sample_window(&self, nvml: &Nvml, st: &mut State, count: u32) {
+        let steps = (self.window.as_millis() / 100).clamp(1, 600) as u32;
+        let step = self.window / steps;
+        for i in 0..=steps {
+            for idx in 0..count {
+                self.calls.fetch_add(2, Ordering::Relaxed);
+                let Ok(d) = nvml.device_by_index(idx) else {
+                    continue;
+                };
+                if let Ok(mw) = d.power_usage() {
+                    integrate(st.gpus.entry(idx).or_default(), f64::from(mw) / 1000.0);
+                }
+            }
+            if i < steps {
+                std::thread::sleep(step);
+            }
+        }
+    }
+
+    fn collect_device(
+        &self,
+        d: &Device<'_>,
+        idx: u32,
+        versions: (&str, &str),
+        st: &mut State,
+        m: &mut Metrics,
+    ) -> Reader<'_> {
+        let mut r = Reader {
+            calls: &self.calls,
+            supported: Vec::new(),
+            lost: false,
+            warnings: Vec::new(),
+        };
+        let uuid = match r.get("uuid", || d.uuid()) {
+            Some(u) => u,
+            None => {
+                if !r.lost {
+                    r.warnings.push("no UUID".into());
+                }
+                return r;
+            }
+        };
+        let gpu = idx.to_string();
+        let labels = [("gpu", gpu.as_str()), ("uuid", uuid.as_str())];
+        let mem = st.gpus.entry(idx).or_default();
+        if mem.uuid != uuid {
+            // Another card at this index (or the first run): start its state afresh.
+            *mem = GpuMemory {
+                uuid: uuid.clone(),
+                last_power: mem.last_power.filter(|_| mem.uuid.is_empty()),
+                energy_joules: if mem.uuid.is_empty() {
+                    mem.energy_joules
+                } else {
+                    0.0
+                },
+                ..GpuMemory::default()
+            };
+        }
+
+        let name = r.get("name", || d.name()).unwrap_or_default();
+        let bus = r
+            .get("pci_info", || d.pci_info())
+            .map(|p| p.bus_id)
+            .unwrap_or_default();
+        let persistence = r
+            .get("persistence_mode", || d.is_in_persistent_mode())
+            .map_or("", |p| if p { "enabled" } else { "disabled" });
+
+        // Utilization: the mean of NVML's own samples since the last run where the GPU
+        // keeps them, else the current rates.
+        let mut util = None;
+        let mut mem_util = None;
+        if let Some(samples) = r.get("utilization_samples", || {
+            d.samples(Sampling::GpuUtilization, mem.last_sample_ts)
+        }) {
+            if let Some(last) = samples.iter().map(|s| s.timestamp).max() {
+                mem.last_sample_ts = Some(last);
+            }
+            util = mean(samples.iter().map(|s| sample_value(&s.value)));
+            let since = mem.last_mem_sample_ts;
+            if let Some(samples) = r.get("memory_utilization_samples", || {
+                d.samples(Sampling::MemoryUtilization, since)
+            }) {
+                if let Some(last) = samples.iter().map(|s| s.timestamp).max() {
+                    mem.last_mem_sample_ts = Some(last);
+                }
+                mem_util = mean(samples.iter().map(|s| sample_value(&s.value)));
+            }
+        }
+        if util.is_none() || mem_util.is_none() {
+            if let Some(u) = r.get("utilization", || d.utilization_rates()) {
+                util = util.or(Some(f64::from(u.gpu)));
+                mem_util = mem_util.or(Some(f64::from(u.memory)));
+            }
+        }
+        let memory = r.get("memory", || d.memory_info());
+        let temp = r.get("temperature", || d.temperature(TemperatureSensor::Gpu));
+        let slowdown = r.get("slowdown_temperature", || {
+            d.temperature_threshold(TemperatureThreshold::Slowdown)
+        });
+        let shutdown = r.get("shutdown_temperature", || {
+            d.temperature_threshold(TemperatureThreshold::Shutdown)
+        });
+        let power_w = r
+            .get("power", || d.power_usage())
+            .map(|mw| f64::from(mw) / 1000.0);
+        let limit_w = r
+            .get("power_limit", || d.enforced_power_limit())
+            .map(|mw| f64::from(mw) / 1000.0);
+        let nvml_energy_j = r
+            .get("energy_counter", || d.total_energy_consumption())
+            .map(|mj| mj as f64 / 1000.0);
+        let fan = r.get("fan_speed", || d.fan_speed(0));
+        let sm_clock = r.get("sm_clock", || d.clock_info(Clock::SM));
+        let mem_clock = r.get("memory_clock", || d.clock_info(Clock::Memory));
+        let tx = r.get("pcie_throughput", || {
+            d.pcie_throughput(PcieUtilCounter::Send)
+        });
+        let rx = r.get("pcie_throughput", || {
+            d.pcie_throughput(PcieUtilCounter::Receive)
+        });
+        let link_gen = r.get("pcie_link", || d.current_pcie_link_gen());
+        let link_width = r.get("pcie_link", || d.current_pcie_link_width());
+        let pstate = r.get("performance_state", || d.performance_state());
+        let throttle = r.get("throttle_reasons", || d.current_throttle_reasons());
+        let mut ecc = Vec::new();
+        for (kind, kind_label) in [
+            (MemoryError::Corrected, "corrected"),
+            (MemoryError::Uncorrected, "uncorrected"),
+        ] {
+            for (counter, counter_label) in [
+                (EccCounter::Volatile, "volatile"),
+                (EccCounter::Aggregate, "aggregate"),
+            ] {
+                if let Some(n) = r.get("ecc", || d.total_ecc_errors(kind, counter)) {
+                    ecc.push((kind_label, counter_label, n));
+                }
+            }
+        }
+        let mut retired = Vec::new();
+        for (cause, label) in [
+            (
+                RetirementCause::MultipleSingleBitEccErrors,
+                "multiple_single_bit_ecc",
+            ),
+            (RetirementCause::DoubleBitEccError, "double_bit_ecc"),
+        ] {
+            if let Some(pages) = r.get("retired_pages", || d.retired_pages(cause)) {
+                retired.push((label, pages.len()));
+            }
+        }
+        let procs = r.get("compute_processes", || d.running_compute_processes());
+        if r.lost {
+            return r;
+        }
+
+        // Energy: NVML's counter where the GPU has one, else the integral of power.
+        let now = Instant::now();
+        let (energy, source, mean_power) = match (nvml_energy_j, power_w) {
+            (Some(e), _) => {
+                let mean = mem
+                    .last_nvml_energy
+                    .and_then(|(t, e0)| rate(e - e0, now.duration_since(t)))
+                    .or(power_w);
+                mem.last_nvml_energy = Some((now, e));
+                (Some(e), "nvml", mean)
+            }
+            (None, Some(p)) => {
+                let before = mem.last_power;
+                let e0 = mem.energy_joules;
+                integrate(mem, p);
+                let mean = before
+                    .and_then(|(t, _)| rate(mem.energy_joules - e0, now.duration_since(t)))
+                    .or(Some(p));
+                (Some(mem.energy_joules), "integrated", mean)
+            }
+            (None, None) => (None, "", None),
+        };
+
+        let ratio = |v: f64| (v / 100.0).clamp(0.0, 1.0);
+        m.gauge(
+            "labnode_gpu_info",
+            "The GPU's identity; always 1.",
+            Unit::Info,
+        )
+        .push(
+            &[
+                ("gpu", &gpu),
+                ("uuid", &uuid),
+                ("name", &name),
+                ("pci_bus_id", &bus),
+                ("persistence_mode", persistence),
+                ("driver_version", versions.0),
+                ("cuda_version", versions.1),
+            ],
+            1.0,
+        );
+        let mut g = |name: &str, help: &str, unit: Unit, v: Option<f64>| {
+            if let Some(v) = v {
+                m.gauge(name, help, unit).push(&labels, v);
+            }
+        };
+        g(
+            "labnode_gpu_utilization_ratio",
+            "Share of time a kernel ran on the GPU, mean over the window.",
+            Unit::Ratio,
+            util.map(ratio),
+        );
+        g(
+            "labnode_gpu_memory_utilization_ratio",
+            "Share of time device memory was read or written, mean over the window.",
+            Unit::Ratio,
+            mem_util.map(ratio),
+        );
+        g(
+            "labnode_gpu_memory_used_bytes",
+            "Device memory in use.",
+            Unit::Bytes,
+            memory.as_ref().map(|mi| mi.used as f64),
+        );
+        g(
+            "labnode_gpu_memory_total_bytes",
+            "Device memory installed.",
+            Unit::Bytes,
+            memory.as_ref().map(|mi| mi.total as f64),
+        );
+        g(
+            "labnode_gpu_temperature_celsius",
+            "GPU core temperature.",
+            Unit::Celsius,
+            temp.map(f64::from),
+        );
+        g(
+            "labnode_gpu_slowdown_temperature_celsius",
+            "Temperature at which the GPU slows itself down.",
+            Unit::Celsius,
+            slowdown.map(f64::from),
+        );
+        g(
+            "labnode_gpu_shutdown_temperature_celsius",
+            "Temperature at which the GPU shuts down.",
+            Unit::Celsius,
+            shutdown.map(f64::from),
+        );
+        g(
+            "labnode_gpu_power_watts",
+            "Power draw, mean over the window.",
+            Unit::Watts,
+            mean_power,
+        );
+        g(
+            "labnode_gpu_power_limit_watts",
+            "Enforced power limit.",
+            Unit::Watts,
+            limit_w,
+        );
+        g(
+            "labnode_gpu_fan_speed_ratio",
+            "Fan speed as a share of its maximum.",
+            Unit::Ratio,
+            fan.map(|f| ratio(f64::from(f))),
+        );
+        g(
+            "labnode_gpu_sm_clock_hertz",
+            "Streaming multiprocessor clock.",
+            Unit::Hertz,
+            sm_clock.map(|c| f64::from(c) * 1e6),
+        );
+        g(
+            "labnode_gpu_memory_clock_hertz",
+            "Memory clock.",
+            Unit::Hertz,
+            mem_clock.map(|c| f64::from(c) * 1e6),
+        );
+        g(
+            "labnode_gpu_pcie_tx_bytes_per_second",
+            "PCIe transmit throughput.",
+            Unit::BytesPerSecond,
+            tx.map(|k| f64::from(k) * 1024.0),
+        );
+        g(
+            "labnode_gpu_pcie_rx_bytes_per_second",
+            "PCIe receive throughput.",
+            Unit::BytesPerSecond,
+            rx.map(|k| f64::from(k) * 1024.0),
+        );
+        g(
+            "labnode_gpu_pcie_link_generation",
+            "Current PCIe link generation.",
+            Unit::Count,
+            link_gen.map(f64::from),
+        );
+        g(
+            "labnode_gpu_pcie_link_width",
+            "Current PCIe link width (lanes).",
+            Unit::Count,
+            link_width.map(f64::from),
+        );
+        g(
+            "labnode_gpu_performance_state",
+            "Performance state: 0 is the highest, 15 the lowest.",
+            Unit::Count,
+            pstate.map(|p| f64::from(p.as_c())),
+        );
+        g(
+            "labnode_gpu_compute_processes",
+            "Processes with a compute context on the GPU.",
+            Unit::Count,
+            procs.as_ref().map(|p| p.len() as f64),
+        );
+        g(
+            "labnode_gpu_compute_processes_memory_bytes",
+            "Device memory used by compute processes, summed.",
+            Unit::Bytes,
+            procs.as_ref().map(|p| {
+                p.iter()
+                    .map(|p| match p.used_gpu_memory {
+                        UsedGpuMemory::Used(b) => b as f64,
+                        UsedGpuMemory::Unavailable => 0.0,
+                    })
+                    .sum()
+            }),
+        );
+        if let Some(e) = energy {
+            m.counter(
+                "labnode_gpu_energy_joules_total",
+                "Energy used; source=nvml is the GPU's own counter, source=integrated the integral of sampled power.",
+                Unit::Joules,
+            )
+            .push(&[("gpu", &gpu), ("uuid", &uuid), ("source", source)], e);
+        }
+        if let Some(t) = throttle {
+            let f = m.gauge(
+                "labnode_gpu_throttle_reason",
+                "Active clock throttle reasons; one series per active reason, always 1.",
+                Unit::Info,
+            );
+            for (bit, reason) in THROTTLE_REASONS {
+                if t.bits() & bit != 0 {
+                    f.push(&[("gpu", &gpu), ("uuid", &uuid), ("reason", reason)], 1.0);
+                }
+            }
+        }
+        if !ecc.is_empty() {
+            let f = m.counter(
+                "labnode_gpu_ecc_errors_total",
+                "ECC memory errors; counter=volatile resets when the driver loads, aggregate persists.",
+                Unit::Count,
+            );
+            for (kind, counter, n) in ecc {
+                f.push(
+                    &[
+                        ("gpu", &gpu),
+                        ("uuid", &uuid),
+                        ("type", kind),
+                        ("counter", counter),
+                    ],
+                    n as f64,
+                );
+            }
+        }
+        if !retired.is_empty() {
+            let f = m.gauge(
+                "labnode_gpu_retired_pages",
+                "Device memory pages retired, by cause.",
+                Unit::Count,
+            );
+            for (cause, n) in retired {
+                f.push(
+                    &[("gpu", &gpu), ("uuid", &uuid), ("cause", cause)],
+                    n as f64,
+                );
+            }
+        }
+        r
+    }
+}
+
+fn sample_value(v: &SampleValue) -> f64 {
+    match *v {
+        SampleValue::F64(x) => x,
+        SampleValue::U32(x) => f64::from(x),
+        SampleValue::U64(x) => x as f64,
+        SampleValue::I64(x) => x as f64,
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / f64::from(n))
+}
+
+fn rate(delta: f64, over: Duration) -> Option<f64> {
+    let s = over.as_secs_f64();
+    (s > 0.0 && delta >= 0.0).then(|| delta / s)
+}
+
+/// Adds the trapezoid between the last power reading and this one to the energy total.
+fn integrate(mem: &mut GpuMemory, watts: f64) {
+    let now = Instant::now();
+    if let Some((t, p)) = mem.last_power {
+        mem.energy_joules += (p + watts) / 2.0 * now.duration_since(t).as_secs_f64();
+    }
+    mem.last_power = Some((now, watts));
+}
+
+impl Collector for GpuCollector {
+    fn name(&self) -> &str {
+        "gpu"
+    }
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+    fn deadline(&self) -> Duration {
+        self.deadline
+    }
+    fn collect(&self) -> Result<Metrics, CollectError> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = &mut *guard;
+        if st.reinit_at.is_some_and(|t| Instant::now() >= t) {
+            // A GPU was lost: start NVML afresh, as after a driver reload.
+            st.nvml = None;
+            st.reinit_at = None;
+        }
+        if st.nvml.is_none() {
+            self.init(st)?;
+        }
+        let Some(nvml) = st.nvml.take() else {
+            return Err("NVML is not initialised".into());
+        };
+        match self.collect_with(&nvml, st) {
+            Ok((m, lost_any)) => {
+                if !lost_any {
+                    st.backoff = Duration::from_secs(1);
+                } else if st.reinit_at.is_none() {
+                    st.reinit_at = Some(Instant::now() + st.backoff);
+                    st.backoff = (st.backoff * 2).min(Duration::from_secs(300));
+                }
+                st.nvml = Some(nvml);
+                Ok(m)
+            }
+            // NVML itself failed (driver unloaded, library mismatch): drop it; the next
+            // run initialises it again.
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl GpuCollector {
+    fn collect_with(&self, nvml: &Nvml, st: &mut State) -> Result<(Metrics, bool), CollectError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let count = nvml.device_count().map_err(GpuError::Count)?;
+        let now = Instant::now();
+        let first = st.last_run.is_none();
+        if first {
+            self.sample_window(nvml, st, count);
+        }
+        let window = st.last_run.map_or(self.window, |t| now.duration_since(t));
+        st.last_run = Some(Instant::now());
+
+        let mut m = Metrics::new();
+        self.calls.fetch_add(2, Ordering::Relaxed);
+        let driver = nvml.sys_driver_version().unwrap_or_default();
+        let cuda = nvml
+            .sys_cuda_driver_version()
+            .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+            .unwrap_or_default();
+        m.gauge(
+            "labnode_gpu_driver_info",
+            "NVIDIA driver and CUDA versions; always 1.",
+            Unit::Info,
+        )
+        .push(&[("driver_version", &driver), ("cuda_version", &cuda)], 1.0);
+        m.gauge("labnode_gpu_devices", "GPUs NVML reports.", Unit::Count)
+            .push(&[], f64::from(count));
+        m.gauge(
+            "labnode_gpu_window_seconds",
+            "Length of the window the means (utilization, power) cover.",
+            Unit::Seconds,
+        )
+        .push(&[], window.as_secs_f64());
+
+        let mut supported = Vec::new();
+        let mut reinit = false;
+        for idx in 0..count {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let device = match nvml.device_by_index(idx) {
+                Ok(d) => d,
+                Err(NvmlError::GpuLost) => {
+                    self.mark_lost(st, idx);
+                    reinit = true;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(gpu = idx, "cannot get a handle: {e}");
+                    continue;
+                }
+            };
+            let r = self.collect_device(&device, idx, (&driver, &cuda), st, &mut m);
+            if r.lost {
+                self.mark_lost(st, idx);
+                reinit = true;
+                continue;
+            }
+            st.lost.remove(&idx);
+            let mem = st.gpus.entry(idx).or_default();
+            for w in r.warnings {
+                if !mem.warned.contains(&w) {
+                    tracing::warn!(gpu = idx, "NVML call failed: {w}");
+                    mem.warned.push(w);
+                }
+            }
+            supported.push((idx, mem.uuid.clone(), r.supported));
+        }
+        let f = m.gauge(
+            "labnode_gpu_field_supported",
+            "Whether the GPU supports a field (1) or not (0); unsupported fields are absent.",
+            Unit::Info,
+        );
+        for (idx, uuid, fields) in &supported {
+            let gpu = idx.to_string();
+            for (field, ok) in fields {
+                f.push(
+                    &[("gpu", &gpu), ("uuid", uuid), ("field", field)],
+                    if *ok { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        let f = m.gauge(
+            "labnode_gpu_lost",
+            "A GPU that fell off the bus (NVML GPU_IS_LOST); its other series are dropped.",
+            Unit::Info,
+        );
+        for (idx, uuid) in &st.lost {
+            f.push(&[("gpu", &idx.to_string()), ("uuid", uuid)], 1.0);
+        }
+        m.counter(
+            "labnode_gpu_nvml_calls_total",
+            "NVML calls the collector made since the agent started.",
+            Unit::Count,
+        )
+        .push(&[], self.calls.load(Ordering::Relaxed) as f64);
+        Ok((m, reinit))
+    }
+
+    fn mark_lost(&self, st: &mut State, idx: u32) {
+        let uuid = st
+            .gpus
+            .get(&idx)
+            .map(|g| g.uuid.clone())
+            .unwrap_or_default();
+        if st.lost.insert(idx, uuid.clone()).is_none() {
+            tracing::error!(gpu = idx, %uuid, "GPU fell off the bus (GPU_IS_LOST); NVML will be re-initialised");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_library_is_an_error_naming_it_and_backs_off() {
+        let c = GpuCollector::new(&Config {
+            library: Some("/nonexistent/libnvidia-ml.so.1".into()),
+            ..Config::default()
+        });
+        let e = c.collect().expect_err("no NVML here").to_string();
+        assert!(e.contains("/nonexistent/libnvidia-ml.so.1"), "{e}");
+        assert!(e.contains("next attempt in 1s"), "{e}");
+        let e = c.collect().expect_err("still none").to_string();
+        assert!(e.contains("NVML unavailable"), "{e}");
+    }
+
+    #[test]
+    fn trapezoid_integration() {
+        let mut m = GpuMemory {
+            last_power: Some((Instant::now() - Duration::from_secs(2), 10.0)),
+            ..GpuMemory::default()
+        };
+        integrate(&mut m, 30.0);
+        assert!((m.energy_joules - 40.0).abs() < 0.1, "{}", m.energy_joules);
+    }
+
+    #[test]
+    fn means_and_rates() {
+        assert_eq!(mean([1.0, 2.0, 3.0].into_iter()), Some(2.0));
+        assert_eq!(mean(std::iter::empty()), None);
+        assert_eq!(rate(10.0, Duration::from_secs(2)), Some(5.0));
+        assert_eq!(rate(-1.0, Duration::from_secs(2)), None);
+        assert_eq!(rate(1.0, Duration::ZERO), None);
+    }
+}
