@@ -84,11 +84,11 @@ metric_value() {
   awk -v s="$2" 'index($0, s" ") == 1 { print $NF; exit }' "$1"
 }
 
-# start_gpu_agent PROFILE [EXTRA-YAML]: labnode serve with the gpu collector on the
-# simulated NVML library and the given profile (a file under tests/fake-nvml/profiles or a
-# path); sets $port. EXTRA-YAML is appended under `collectors:`.
+# start_gpu_agent PROFILE [SYSTEM]: labnode serve with the gpu collector on the simulated
+# NVML library and the given profile (a name under tests/fake-nvml/profiles or a path);
+# SYSTEM=true runs the system collector beside it. Sets $port.
 start_gpu_agent() {
-  local profile=$1 extra=${2:-}
+  local profile=$1 system=${2:-false}
   : "${LABNODE_FAKE_NVML_LIB:?LABNODE_FAKE_NVML_LIB must point at the simulated NVML library}"
   [ -f "$profile" ] || profile="$(cd "$(dirname "${BASH_SOURCE[0]}")/../fake-nvml/profiles" && pwd)/$profile.json"
   port=$(free_port)
@@ -96,13 +96,13 @@ start_gpu_agent() {
 listen: 127.0.0.1:$port
 collectors:
   system:
-    enabled: false
+    enabled: $system
+    interval: 1s
   gpu:
     interval: 500ms
     deadline: 500ms
     window: 200ms
     library: $LABNODE_FAKE_NVML_LIB
-$extra
 YAML
   LABNODE_FAKE_NVML_PROFILE=$profile bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" >/dev/null
   wait_for 10 "labnode to serve" curl -fsS "http://127.0.0.1:$port/metrics"

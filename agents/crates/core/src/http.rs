@@ -48,7 +48,11 @@ pub fn handle(hub: &Hub, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => {
             let mut body = String::new();
             for (name, up, reason) in hub.status() {
-                let state = if up { "up" } else { "down" };
+                let state = match up {
+                    Some(true) => "up",
+                    Some(false) => "down",
+                    None => "starting (first run not finished)",
+                };
                 body.push_str(&format!("{name}: {state}"));
                 if let Some(r) = reason {
                     body.push_str(&format!(" ({r})"));

@@ -173,11 +173,12 @@ impl Hub {
         Ok(())
     }
 
-    /// The current state of each collector: name, up, and the reason when down.
-    pub fn status(&self) -> Vec<(String, bool, Option<String>)> {
+    /// The current state of each collector: name, up (`None` until its first run ends),
+    /// and the reason when down.
+    pub fn status(&self) -> Vec<(String, Option<bool>, Option<String>)> {
         lock(&self.slots)
             .iter()
-            .map(|(n, s)| (n.clone(), s.up, s.reason.clone()))
+            .map(|(n, s)| (n.clone(), s.ran.then_some(s.up), s.reason.clone()))
             .collect()
     }
 
@@ -540,8 +541,8 @@ mod tests {
         hub.record(&run("a"));
         hub.record(&run("b"));
         let status = hub.status();
-        assert!(status[0].1);
-        assert!(!status[1].1);
+        assert_eq!(status[0].1, Some(true));
+        assert_eq!(status[1].1, Some(false));
         assert!(
             status[1]
                 .2

@@ -126,8 +126,16 @@ impl Metrics {
         self.family(name, help, Kind::Counter, unit)
     }
 
-    /// Starts a family of any kind.
+    /// Starts a family of any kind, or returns the one of that name, kind and unit that was
+    /// started before (so per-device loops can add their series to one family).
     pub fn family(&mut self, name: &str, help: &str, kind: Kind, unit: Unit) -> &mut Family {
+        if let Some(i) = self
+            .families
+            .iter()
+            .position(|f| f.name == name && f.kind == kind && f.unit == unit)
+        {
+            return &mut self.families[i];
+        }
         self.families.push(Family {
             name: name.to_owned(),
             help: help.to_owned(),
@@ -349,7 +357,7 @@ mod tests {
             {
                 let mut m = Metrics::new();
                 m.gauge("labnode_x", "", Unit::Count).push(&[], 1.0);
-                m.gauge("labnode_x", "", Unit::Count).push(&[], 1.0);
+                m.counter("labnode_x", "", Unit::Count).push(&[], 1.0);
                 (m, "twice")
             },
             {
@@ -363,6 +371,18 @@ mod tests {
             let err = m.validate().expect_err(want).to_string();
             assert!(err.contains(want), "{err} should mention {want}");
         }
+    }
+
+    #[test]
+    fn a_family_started_twice_is_one_family() {
+        let mut m = Metrics::new();
+        m.gauge("labnode_gpu_x", "X.", Unit::Count)
+            .push(&[("gpu", "0")], 1.0);
+        m.gauge("labnode_gpu_x", "X.", Unit::Count)
+            .push(&[("gpu", "1")], 2.0);
+        assert_eq!(m.families().len(), 1);
+        assert_eq!(m.series_count(), 2);
+        m.validate().expect("valid");
     }
 
     #[test]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# NVML that does not initialise (driver not loaded) and an NVML call that hangs: the gpu
+# collector is down with the reason, the agent and its other collectors keep serving;
+# once the driver is back, NVML is initialised again after its backoff.
+. "$(dirname "$0")/../lib/common.sh"
+profiles="$(cd "$(dirname "$0")/../fake-nvml/profiles" && pwd)"
+system_up() {
+  scrape s.txt
+  [ "$(metric_value "$T/s.txt" 'labnode_collector_up{collector="system"}')" = 1 ]
+}
+
+# 1. Driver not loaded, then loaded.
+cp "$profiles/init-failure.json" "$T/profile.json"
+start_gpu_agent "$T/profile.json" true
+down() {
+  scrape m.txt
+  [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 0 ]
+}
+wait_for 10 "the gpu collector to be down" down
+curl -fsS "http://127.0.0.1:$port/healthz" | grep -q '^gpu: down (cannot initialise NVML: .*driver is not loaded' ||
+  fail "/healthz does not say why: $(curl -fsS "http://127.0.0.1:$port/healthz")"
+grep -q '^labnode_gpu_' "$T/m.txt" && fail "GPU series are exported without a driver"
+wait_for 5 "the system collector to be up beside it" system_up
+note "driver not loaded: gpu down with the reason, no GPU series, the system collector up"
+
+cp "$profiles/tesla-p4.json" "$T/profile.json"
+up() {
+  scrape m.txt
+  [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 1 ]
+}
+wait_for 20 "NVML to be initialised again once the driver is back" up
+grep -q '^labnode_gpu_temperature_celsius{gpu="0"' "$T/m.txt" || fail "no GPU series after recovery"
+grep -q 'NVML initialised' "$T/labnode.log" || fail "the recovery was not logged"
+note "driver back: NVML initialised again after its backoff, GPU series back"
+kill "${_pids[0]}"
+wait "${_pids[0]}" 2>/dev/null || true
+_pids=()
+
+# 2. A call that never returns: the deadline fires, the agent keeps serving.
+start_gpu_agent hang true
+hung() {
+  scrape m.txt
+  [ "$(metric_value "$T/m.txt" 'labnode_collector_failures_total{collector="gpu",reason="deadline"}')" != 0 ] &&
+    [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 0 ]
+}
+wait_for 10 "the hung NVML call to trip the deadline" hung
+for _ in $(seq 1 10); do
+  t=$(curl -fsS -m 2 -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/metrics") || fail "/metrics stopped answering"
+  awk -v t="$t" 'BEGIN { exit !(t < 0.5) }' || fail "a scrape took ${t}s while NVML hangs"
+done
+curl -fsS "http://127.0.0.1:$port/healthz" | grep -q '^gpu: down (.*deadline\|^gpu: down (.*not returned' ||
+  fail "/healthz does not give the deadline: $(curl -fsS "http://127.0.0.1:$port/healthz")"
+wait_for 5 "the system collector to be up beside it" system_up
+note "hung NVML call: gpu down past its deadline, /metrics still answers, the system collector up"
