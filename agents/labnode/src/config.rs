@@ -68,6 +68,26 @@ impl Config {
                 }
             }
         }
+        if let Some(g) = &c.gpu {
+            let window = g
+                .window
+                .map_or(std::time::Duration::from_millis(500), |w| w.get());
+            if window >= g.deadline() {
+                return Err(ConfigError::at_key(
+                    path,
+                    text,
+                    if g.window.is_some() {
+                        "collectors.gpu.window"
+                    } else {
+                        "collectors.gpu.deadline"
+                    },
+                    format!(
+                        "the first run samples for the window ({window:?}), which must be shorter than the deadline ({:?})",
+                        g.deadline()
+                    ),
+                ));
+            }
+        }
         if let Some(dir) = &self.snapshot_dir {
             if !dir.is_absolute() {
                 return Err(ConfigError::at_key(
@@ -172,6 +192,16 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("collectors.system.deadline"));
         let e = check("snapshot_dir: snaps\n").expect_err("relative");
         assert_eq!((e.line, e.column), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn gpu_window_must_fit_in_the_deadline() {
+        let e =
+            check("collectors:\n  gpu:\n    deadline: 1s\n    window: 2s\n").expect_err("window");
+        assert_eq!(e.key.as_deref(), Some("collectors.gpu.window"));
+        assert_eq!(e.line, Some(4));
+        check("collectors:\n  gpu:\n    interval: 10s\n    deadline: 8s\n    window: 5s\n")
+            .expect("fits");
     }
 
     #[test]
