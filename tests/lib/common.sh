@@ -62,7 +62,7 @@ start_prometheus() {
   local port targets="" t
   port=$(free_port)
   for t in "$@"; do targets+="\"$t\","; done
-  cat >"$T/prometheus.yml" <<YAML
+  cat >"$T/prometheus-$port.yml" <<YAML
 global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -72,8 +72,8 @@ scrape_configs:
     static_configs:
       - targets: [${targets%,}]
 YAML
-  bg prometheus prometheus --config.file="$T/prometheus.yml" \
-    --storage.tsdb.path="$T/prometheus-data" \
+  bg "prometheus-$port" prometheus --config.file="$T/prometheus-$port.yml" \
+    --storage.tsdb.path="$T/prometheus-data-$port" \
     --web.listen-address="127.0.0.1:$port" >/dev/null
   wait_for 30 "prometheus to answer" curl -fsS "http://127.0.0.1:$port/-/ready"
   echo "$port"

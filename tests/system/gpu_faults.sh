@@ -17,7 +17,11 @@ down() {
   [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 0 ]
 }
 wait_for 10 "the gpu collector to be down" down
-curl -fsS "http://127.0.0.1:$port/healthz" | grep -q '^gpu: down (cannot initialise NVML: .*driver is not loaded' ||
+prom=$(start_prometheus "127.0.0.1:$port")
+prom_down() { [ "$(prom_query "$prom" 'labnode_collector_up{collector="gpu"}')" = 0 ]; }
+wait_for 20 'Prometheus to see labnode_collector_up{collector="gpu"} == 0' prom_down
+[ -z "$(prom_query "$prom" 'count({__name__=~"labnode_gpu_.*"})')" ] || fail "Prometheus has GPU series without a driver"
+curl -fsS "http://127.0.0.1:$port/healthz" | grep -q '^gpu: down (.*NVML.*driver is not loaded' ||
   fail "/healthz does not say why: $(curl -fsS "http://127.0.0.1:$port/healthz")"
 grep -q '^labnode_gpu_' "$T/m.txt" && fail "GPU series are exported without a driver"
 wait_for 5 "the system collector to be up beside it" system_up
@@ -29,11 +33,13 @@ up() {
   [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 1 ]
 }
 wait_for 20 "NVML to be initialised again once the driver is back" up
+prom_up() { [ "$(prom_query "$prom" 'labnode_collector_up{collector="gpu"}')" = 1 ]; }
+wait_for 20 "Prometheus to see the gpu collector up again" prom_up
+expect_value "$prom" 'labnode_gpu_temperature_celsius{gpu="0"}' 47
 grep -q '^labnode_gpu_temperature_celsius{gpu="0"' "$T/m.txt" || fail "no GPU series after recovery"
 grep -q 'NVML initialised' "$T/labnode.log" || fail "the recovery was not logged"
 note "driver back: NVML initialised again after its backoff, GPU series back"
-kill "${_pids[0]}"
-wait "${_pids[0]}" 2>/dev/null || true
+for p in "${_pids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 _pids=()
 
 # 2. A call that never returns: the deadline fires, the agent keeps serving.
@@ -44,6 +50,8 @@ hung() {
     [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 0 ]
 }
 wait_for 10 "the hung NVML call to trip the deadline" hung
+prom=$(start_prometheus "127.0.0.1:$port")
+wait_for 20 'Prometheus to see labnode_collector_up{collector="gpu"} == 0' prom_down
 for _ in $(seq 1 10); do
   t=$(curl -fsS -m 2 -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/metrics") || fail "/metrics stopped answering"
   awk -v t="$t" 'BEGIN { exit !(t < 0.5) }' || fail "a scrape took ${t}s while NVML hangs"

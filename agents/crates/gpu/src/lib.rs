@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use labnode_core::config::{Deadline, Interval, Period};
+use labnode_core::hub::fmt_duration;
 use labnode_core::{CollectError, Collector, Metrics, Unit};
 use nvml_wrapper::enum_wrappers::device::{
     Clock, EccCounter, MemoryError, PcieUtilCounter, RetirementCause, Sampling, TemperatureSensor,
@@ -65,7 +66,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     /// No NVML library could be loaded or initialised.
-    #[error("cannot initialise NVML: {tried}; next attempt in {retry_in:?}")]
+    #[error("cannot initialise NVML: {tried}; next attempt in {}", fmt_duration(*.retry_in))]
     Init {
         /// Each library tried and why it failed.
         tried: String,
@@ -73,7 +74,7 @@ pub enum GpuError {
         retry_in: Duration,
     },
     /// Waiting out the backoff after a failed initialisation.
-    #[error("NVML unavailable ({last}); next attempt in {retry_in:?}")]
+    #[error("NVML unavailable ({last}); next attempt in {}", fmt_duration(*.retry_in))]
     Backoff {
         /// The last initialisation error.
         last: String,
