@@ -7,7 +7,10 @@
  * the real collector and the real nvml-wrapper.
  *
  * Profile keys (per GPU; a missing or null field is NOT_SUPPORTED, as on a real GPU
- * that lacks it): see tests/fake-nvml/profiles/tesla-p4.json.
+ * that lacks it): see tests/fake-nvml/profiles/tesla-p4.json. Faults: `lost_after_s`
+ * (seconds after init), `lost_at_unix` (a wall-clock time) or `lost_if_exists` (a file a
+ * test creates) make every call on that GPU return GPU_IS_LOST; `hang` names a call that
+ * never returns.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -262,6 +265,8 @@ static nvmlReturn_t enter(void *handle, const char *fn, const jval **p) {
   double lost;
   if (jnum(g->p, "lost_after_s", &lost) && now_s() - init_time >= lost) return GPU_IS_LOST;
   if (jnum(g->p, "lost_at_unix", &lost) && unix_s() >= lost) return GPU_IS_LOST;
+  const char *flag = jstr(g->p, "lost_if_exists", NULL);
+  if (flag && access(flag, F_OK) == 0) return GPU_IS_LOST;
   const char *hang = jstr(g->p, "hang", "");
   if (!strcmp(hang, fn)) for (;;) pause();
   return OK;

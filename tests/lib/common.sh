@@ -15,13 +15,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts a command in the background, its output in $T/<name>.log.
+# Starts a command in the background, its output in $T/<name>.log; its pid is $last_pid.
+# Call it directly, never in `$(...)`: a subshell's processes escape the cleanup.
 bg() {
   local name=$1
   shift
   "$@" >"$T/$name.log" 2>&1 &
-  _pids+=("$!")
-  echo "$!"
+  last_pid=$!
+  _pids+=("$last_pid")
 }
 
 fail() {
@@ -57,7 +58,8 @@ prom_query() {
     jq -r '.data.result[0].value[1] // empty'
 }
 
-# Starts a real Prometheus scraping the given targets every second; prints its port.
+# Starts a real Prometheus scraping the given targets every second; sets $prom to its port.
+# (Not `$(start_prometheus)`: a process started in a subshell escapes the cleanup.)
 start_prometheus() {
   local port targets="" t
   port=$(free_port)
@@ -74,9 +76,9 @@ scrape_configs:
 YAML
   bg "prometheus-$port" prometheus --config.file="$T/prometheus-$port.yml" \
     --storage.tsdb.path="$T/prometheus-data-$port" \
-    --web.listen-address="127.0.0.1:$port" >/dev/null
+    --web.listen-address="127.0.0.1:$port"
   wait_for 30 "prometheus to answer" curl -fsS "http://127.0.0.1:$port/-/ready"
-  echo "$port"
+  prom=$port
 }
 
 # metric_value TEXT_FILE SERIES: the value of the exposition line that starts with SERIES.
@@ -104,7 +106,7 @@ collectors:
     window: 200ms
     library: $LABNODE_FAKE_NVML_LIB
 YAML
-  LABNODE_FAKE_NVML_PROFILE=$profile bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" >/dev/null
+  LABNODE_FAKE_NVML_PROFILE=$profile bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml"
   wait_for 10 "labnode to serve" curl -fsS "http://127.0.0.1:$port/metrics"
 }
 

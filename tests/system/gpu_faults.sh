@@ -17,7 +17,7 @@ down() {
   [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 0 ]
 }
 wait_for 10 "the gpu collector to be down" down
-prom=$(start_prometheus "127.0.0.1:$port")
+start_prometheus "127.0.0.1:$port"
 prom_down() { [ "$(prom_query "$prom" 'labnode_collector_up{collector="gpu"}')" = 0 ]; }
 wait_for 20 'Prometheus to see labnode_collector_up{collector="gpu"} == 0' prom_down
 [ -z "$(prom_query "$prom" 'count({__name__=~"labnode_gpu_.*"})')" ] || fail "Prometheus has GPU series without a driver"
@@ -50,7 +50,7 @@ hung() {
     [ "$(metric_value "$T/m.txt" 'labnode_collector_up{collector="gpu"}')" = 0 ]
 }
 wait_for 10 "the hung NVML call to trip the deadline" hung
-prom=$(start_prometheus "127.0.0.1:$port")
+start_prometheus "127.0.0.1:$port"
 wait_for 20 'Prometheus to see labnode_collector_up{collector="gpu"} == 0' prom_down
 for _ in $(seq 1 10); do
   t=$(curl -fsS -m 2 -o /dev/null -w '%{time_total}' "http://127.0.0.1:$port/metrics") || fail "/metrics stopped answering"

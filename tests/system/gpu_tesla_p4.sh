@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../lib/common.sh"
 
 start_gpu_agent tesla-p4
-prom=$(start_prometheus "127.0.0.1:$port")
+start_prometheus "127.0.0.1:$port"
 up() { [ "$(prom_query "$prom" 'labnode_collector_up{collector="gpu"}')" = 1 ]; }
 wait_for 30 "the gpu collector to be up in Prometheus" up
 has_procs() { [ -n "$(prom_query "$prom" labnode_gpu_compute_processes_memory_bytes)" ]; }

@@ -5,11 +5,11 @@
 # keeps being collected.
 . "$(dirname "$0")/../lib/common.sh"
 
-lost_at=$(($(date +%s) + 6))
-jq --argjson t "$lost_at" '.gpus[1].lost_at_unix = $t' \
+# GPU 1 falls off the bus when the test creates this file.
+jq --arg f "$T/gpu1-lost" '.gpus[1].lost_if_exists = $f' \
   "$(dirname "$0")/../fake-nvml/profiles/two-gpus.json" >"$T/profile.json"
 start_gpu_agent "$T/profile.json"
-prom=$(start_prometheus "127.0.0.1:$port")
+start_prometheus "127.0.0.1:$port"
 two() { [ "$(prom_query "$prom" 'labnode_gpu_devices')" = 2 ] && [ "$(prom_query "$prom" 'count(labnode_gpu_info)')" = 2 ]; }
 wait_for 20 "two GPUs in Prometheus" two
 
@@ -25,6 +25,7 @@ expect_value "$prom" 'labnode_gpu_utilization_ratio{gpu="0"}' 0.37
 expect_value "$prom" 'labnode_gpu_utilization_ratio{gpu="1"}' 0.8
 note "two GPUs, each with its own values; energy source nvml on the V100, integrated on the P4"
 
+touch "$T/gpu1-lost"
 lost() { [ "$(prom_query "$prom" "labnode_gpu_lost$v")" = 1 ]; }
 wait_for 20 "GPU 1 to be reported lost" lost
 sleep 2 # let Prometheus see a few scrapes after the loss

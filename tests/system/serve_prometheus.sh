@@ -11,7 +11,7 @@ collectors:
     interval: 1s
     deadline: 1s
 YAML
-bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" >/dev/null
+bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml"
 served_up() {
   curl -fsS "http://127.0.0.1:$port/metrics" >"$T/metrics.txt"
   [ "$(metric_value "$T/metrics.txt" 'labnode_collector_up{collector="system"}')" = 1 ]
@@ -22,7 +22,7 @@ lint=$(promtool check metrics <"$T/metrics.txt" 2>&1) || fail "promtool check me
 [ -z "$lint" ] || fail "promtool check metrics warns: $lint"
 note "promtool check metrics: clean ($(grep -vc '^#' "$T/metrics.txt") series)"
 
-prom=$(start_prometheus "127.0.0.1:$port")
+start_prometheus "127.0.0.1:$port"
 up_is_1() { [ "$(prom_query "$prom" 'labnode_collector_up{collector="system"}')" = 1 ]; }
 wait_for 30 'labnode_collector_up{collector="system"} == 1 in Prometheus' up_is_1
 note "Prometheus sees labnode_collector_up{collector=\"system\"} = 1"

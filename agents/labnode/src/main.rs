@@ -146,7 +146,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Failure::runtime(format!("cannot listen on {listen}: {e}")))?;
-        let hub = Hub::new(names.clone());
+        let hub = Hub::for_collectors(&collectors);
         let _tasks = hub::spawn_all(&collectors, &hub);
         tracing::info!(
             "serving http://{}/metrics with collectors: {}",

@@ -59,6 +59,7 @@ pub struct RunResult {
 
 #[derive(Debug, Default)]
 struct Slot {
+    interval: Option<f64>,
     ran: bool,
     up: bool,
     duration: f64,
@@ -97,6 +98,25 @@ impl Hub {
     /// A hub for the given collector names (in that order).
     pub fn new<I: IntoIterator<Item = String>>(names: I) -> Arc<Self> {
         let slots = names.into_iter().map(|n| (n, Slot::default())).collect();
+        Arc::new(Hub {
+            slots: Mutex::new(slots),
+            owners: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A hub for these collectors, knowing their intervals (exported so staleness alerts
+    /// can scale with each collector's own pace).
+    pub fn for_collectors(collectors: &[Arc<dyn Collector>]) -> Arc<Self> {
+        let slots = collectors
+            .iter()
+            .map(|c| {
+                let slot = Slot {
+                    interval: Some(c.interval().as_secs_f64()),
+                    ..Slot::default()
+                };
+                (c.name().to_owned(), slot)
+            })
+            .collect();
         Arc::new(Hub {
             slots: Mutex::new(slots),
             owners: Mutex::new(HashMap::new()),
@@ -214,6 +234,16 @@ impl Hub {
             for (n, s) in slots.iter() {
                 if let Some(t) = s.last_success {
                     ts.push(&[("collector", n)], t);
+                }
+            }
+            let iv = own.gauge(
+                "labnode_collector_interval_seconds",
+                "How often the collector is meant to run.",
+                Unit::Seconds,
+            );
+            for (n, s) in slots.iter() {
+                if let Some(i) = s.interval {
+                    iv.push(&[("collector", n)], i);
                 }
             }
             let fails = own.counter(
@@ -463,7 +493,7 @@ mod tests {
             Fake::boxed("hang", "hang"),
             Fake::boxed("bad", "invalid"),
         ];
-        let hub = Hub::new(collectors.iter().map(|c| c.name().to_owned()));
+        let hub = Hub::for_collectors(&collectors);
         let tasks = spawn_all(&collectors, &hub);
         tokio::time::sleep(Duration::from_millis(600)).await;
 
