@@ -530,4 +530,20 @@ mod tests {
         names.sort();
         assert_eq!(names, ["r.json", "u.json"]);
     }
+
+    #[test]
+    fn values_survive_the_file_exactly() {
+        let values = [
+            1_795_464_765.573_881_9,
+            0.1 + 0.2,
+            1e-300,
+            7_980_711_936.0,
+            48.293_014_423_356_23,
+        ];
+        for v in values {
+            let text = serde_json::to_string(&v).expect("serialize");
+            let back: f64 = serde_json::from_str(&text).expect("parse");
+            assert_eq!(back.to_bits(), v.to_bits(), "{v} came back as {back}");
+        }
+    }
 }
