@@ -533,7 +533,7 @@ mod tests {
 
     #[test]
     fn values_survive_the_file_exactly() {
-        let values = [
+        let values: [f64; 5] = [
             1_795_464_765.573_881_9,
             0.1 + 0.2,
             1e-300,
