@@ -11,13 +11,7 @@ build_release() {
   echo "building release binaries..." >&2
   cargo build --quiet --release --locked --manifest-path agents/Cargo.toml -p labnode -p labnode-bench >&2
 }
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
+. "$ROOT/tests/lib/ports.sh"
 wait_up() {
   for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "$1 never answered" >&2

@@ -32,14 +32,7 @@ fail() {
 
 note() { echo "  $*"; }
 
-# A loopback TCP port nothing listens on now.
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (: >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # wait_for SECONDS DESCRIPTION COMMAND...: retries COMMAND every 0.2 s.
 wait_for() {
