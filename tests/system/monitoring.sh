@@ -65,12 +65,16 @@ LABNODE_FAKE_NVML_PROFILE="$(dirname "$0")/../fake-nvml/profiles/tesla-p4.json" 
   bg labnode-gpu "$LABNODE_BIN" serve --config "$T/gpu.yaml" --collector gpu --listen "127.0.0.1:$gport"
 gpid=$last_pid
 bg node prometheus-node-exporter --web.listen-address="127.0.0.1:$nport"
+# A third agent whose gpu collector cannot start (driver not loaded): its collector is down.
+bport=$(free_port)
+LABNODE_FAKE_NVML_PROFILE="$(dirname "$0")/../fake-nvml/profiles/init-failure.json" \
+  bg labnode-broken "$LABNODE_BIN" serve --config "$T/gpu.yaml" --collector gpu --listen "127.0.0.1:$bport"
 {
   echo "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}"
   echo "rule_files:"
   for r in "$M"/rules/*.yaml; do echo "  - $r"; done
   echo "scrape_configs:"
-  for j in "labnode-system $sport" "labnode-gpu $gport" "node $nport"; do
+  for j in "labnode-system $sport" "labnode-gpu $gport" "node $nport" "labnode-broken $bport"; do
     set -- $j
     echo "  - {job_name: $1, static_configs: [{targets: ['127.0.0.1:$2']}]}"
   done
@@ -80,12 +84,12 @@ bg prometheus prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="
   --web.listen-address="127.0.0.1:$pport"
 wait_for 30 "prometheus to answer" curl -fsS "http://127.0.0.1:$pport/-/ready"
 ready() { [ -n "$(prom_query "$pport" 'gpu:labnode_gpu_utilization_ratio:avg_over_time_1h')" ] &&
-  [ "$(prom_query "$pport" 'count(up == 1)')" = 3 ] &&
+  [ "$(prom_query "$pport" 'count(up == 1)')" = 4 ] &&
   [ -n "$(prom_query "$pport" 'rate(node_pressure_memory_waiting_seconds_total[1m])')" ]; }
 wait_for 60 "every target up and the recording rules evaluated" ready
 sleep 3
 rules_loaded=$(curl -fsS "http://127.0.0.1:$pport/api/v1/rules" | jq '[.data.groups[].rules[]] | length')
-note "Prometheus loaded $rules_loaded rules and scrapes labnode-system, labnode-gpu and node"
+note "Prometheus loaded $rules_loaded rules and scrapes labnode-system, labnode-gpu, labnode-broken and node"
 
 # Panels that need what this machine lacks: NixOS, systemd's collector in node exporter.
 may_be_empty='labnode_system_nixos_generation|node_systemd_unit_state'
@@ -106,7 +110,13 @@ for d in "$M"/dashboards/*.json; do
 done
 note "$checked panel queries run; $with_data return series (every node and GPU panel that can here)"
 
-# 5. Stop the gpu collector's agent: its alert goes pending.
+# 5. A collector that is down, and an agent that is stopped: their alerts go pending.
+collector_pending() {
+  curl -fsS "http://127.0.0.1:$pport/api/v1/alerts" |
+    jq -e '.data.alerts[] | select(.labels.alertname == "LabnodeCollectorDown" and .labels.job == "labnode-broken" and .labels.collector == "gpu" and .state == "pending")' >/dev/null
+}
+wait_for 30 "LabnodeCollectorDown{job=\"labnode-broken\",collector=\"gpu\"} to go pending" collector_pending
+note "the gpu collector that cannot start makes LabnodeCollectorDown{collector=\"gpu\"} pending"
 kill "$gpid"
 pending() {
   curl -fsS "http://127.0.0.1:$pport/api/v1/alerts" |
