@@ -2,12 +2,13 @@
 # `labnode collect` against real Nix profiles: the running generation number and store
 # path come out right, and follow a real `nix-env --rollback`.
 . "$(dirname "$0")/../lib/common.sh"
-export NIX_CONFIG=$'sandbox = false\nsubstituters =\nexperimental-features = nix-command flakes'
+# NIX_CONFIG (offline, single-user) comes from tests/run.
 
 build() { # NAME: a real store path standing in for a NixOS system closure
   nix-build --no-out-link -E "derivation {
     name = \"labnode-test-system-$1\"; system = builtins.currentSystem; builder = \"/bin/sh\";
-    args = [ \"-c\" \"echo $1-$RANDOM$RANDOM > \$out\" ]; }" 2>/dev/null
+    args = [ \"-c\" \"echo $1-$RANDOM$RANDOM > \$out\" ]; }" 2>"$T/nix-build.log" ||
+    fail "nix-build failed: $(tail -n 5 "$T/nix-build.log")"
 }
 a=$(build one)
 b=$(build two)
