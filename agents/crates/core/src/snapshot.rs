@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::HostFacts;
 use crate::hub::RunResult;
-use crate::metrics::{Kind, Unit};
+use crate::metrics::{Kind, Metrics, Unit};
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -64,6 +64,18 @@ pub struct CollectorRun {
     pub error: Option<String>,
 }
 
+/// A structured result of a drill or probe run (a rollback drill, a ZFS drill, a network
+/// bench): what its samples summarise, in full. `kind` names the writer's schema, e.g.
+/// `rollback_drill`; `data` is that writer's own serde type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// What wrote it and how to read `data`, e.g. `rollback_drill`.
+    pub kind: String,
+    /// The result itself.
+    pub data: serde_json::Value,
+}
+
 /// One snapshot document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +96,9 @@ pub struct Snapshot {
     pub collectors: Vec<CollectorRun>,
     /// Every sample.
     pub samples: Vec<Sample>,
+    /// Structured results of drills and probes, beside their samples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<Record>,
 }
 
 /// What can go wrong reading or writing snapshots.
@@ -152,34 +167,25 @@ impl Snapshot {
         host: HostFacts,
         runs: &[RunResult],
     ) -> Result<Self, SnapshotError> {
-        check_label(label)?;
-        let now = SystemTime::now();
-        let mut collectors = Vec::new();
-        let mut samples = Vec::new();
+        let mut snap = Snapshot::new(label, host)?;
         for run in runs {
-            collectors.push(CollectorRun {
+            snap.collectors.push(CollectorRun {
                 name: run.collector.clone(),
                 up: run.failure.is_none(),
                 duration_seconds: run.duration.as_secs_f64(),
                 error: run.failure.as_ref().map(|(_, why)| why.clone()),
             });
-            let Some(m) = run.metrics.as_ref().filter(|_| run.failure.is_none()) else {
-                continue;
-            };
-            for f in m.families() {
-                for s in &f.series {
-                    samples.push(Sample {
-                        metric: f.name.clone(),
-                        labels: s.labels.iter().cloned().collect(),
-                        value: s.value,
-                        unit: f.unit,
-                        kind: f.kind,
-                        provenance: Provenance::Measured,
-                        source: run.collector.clone(),
-                    });
-                }
+            if let Some(m) = run.metrics.as_ref().filter(|_| run.failure.is_none()) {
+                snap.add_metrics(&run.collector, m);
             }
         }
+        Ok(snap)
+    }
+
+    /// An empty snapshot taken now: drills and probes add their samples and records.
+    pub fn new(label: &str, host: HostFacts) -> Result<Self, SnapshotError> {
+        check_label(label)?;
+        let now = SystemTime::now();
         Ok(Snapshot {
             schema_version: SCHEMA_VERSION,
             label: label.to_owned(),
@@ -190,9 +196,40 @@ impl Snapshot {
                 .unwrap_or(0.0),
             labnode_version: env!("CARGO_PKG_VERSION").to_owned(),
             host,
-            collectors,
-            samples,
+            collectors: Vec::new(),
+            samples: Vec::new(),
+            records: Vec::new(),
         })
+    }
+
+    /// Adds every series of `metrics` as a measured sample from `source`.
+    pub fn add_metrics(&mut self, source: &str, metrics: &Metrics) {
+        for f in metrics.families() {
+            for s in &f.series {
+                self.samples.push(Sample {
+                    metric: f.name.clone(),
+                    labels: s.labels.iter().cloned().collect(),
+                    value: s.value,
+                    unit: f.unit,
+                    kind: f.kind,
+                    provenance: Provenance::Measured,
+                    source: source.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// Adds a structured result of kind `kind`.
+    pub fn add_record<T: Serialize>(&mut self, kind: &str, data: &T) -> Result<(), SnapshotError> {
+        let data = serde_json::to_value(data).map_err(|e| SnapshotError::Io {
+            path: PathBuf::from(kind),
+            source: io::Error::other(e),
+        })?;
+        self.records.push(Record {
+            kind: kind.to_owned(),
+            data,
+        });
+        Ok(())
     }
 
     /// Reads and checks one snapshot file.
@@ -291,12 +328,7 @@ impl Store {
             .map_err(io_err(&self.dir))?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.as_bytes().starts_with(b"."))
-            })
+            .filter(|p| is_snapshot_name(p))
             .collect();
         paths.sort();
         Ok(paths
@@ -307,6 +339,107 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// One record found in a store, with the snapshot it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundRecord {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// The snapshot's label.
+    pub label: String,
+    /// When the snapshot was taken, seconds since the epoch.
+    pub taken_at_unix: f64,
+    /// The record's data.
+    pub data: serde_json::Value,
+}
+
+/// The records of one kind in a store, kept up to date cheaply: snapshot files are never
+/// rewritten, so each file is read once, and a refresh reads only the files that are new.
+/// Collectors use it to export the latest drill or probe results.
+#[derive(Debug)]
+pub struct RecordIndex {
+    store: Store,
+    kind: String,
+    /// Every file read so far, with the records of `kind` it holds (usually none).
+    seen: BTreeMap<PathBuf, Vec<FoundRecord>>,
+    /// Files that could not be read, with why (reported, retried on the next refresh).
+    errors: Vec<String>,
+}
+
+impl RecordIndex {
+    /// An index of the records of `kind` in `store`; nothing is read until [`Self::refresh`].
+    pub fn new(store: Store, kind: &str) -> Self {
+        RecordIndex {
+            store,
+            kind: kind.to_owned(),
+            seen: BTreeMap::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Reads the files that appeared since the last refresh and forgets the ones that went.
+    /// A store directory that does not exist yet is an empty store.
+    pub fn refresh(&mut self) -> Result<(), SnapshotError> {
+        let names = match std::fs::read_dir(self.store.dir()) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| is_snapshot_name(p))
+                .collect::<std::collections::BTreeSet<_>>(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(io_err(self.store.dir())(e)),
+        };
+        self.seen.retain(|p, _| names.contains(p));
+        self.errors.clear();
+        for p in names {
+            if self.seen.contains_key(&p) {
+                continue;
+            }
+            match Snapshot::read(&p) {
+                Ok(snap) => {
+                    let found = snap
+                        .records
+                        .into_iter()
+                        .filter(|r| r.kind == self.kind)
+                        .map(|r| FoundRecord {
+                            path: p.clone(),
+                            label: snap.label.clone(),
+                            taken_at_unix: snap.taken_at_unix,
+                            data: r.data,
+                        })
+                        .collect();
+                    self.seen.insert(p, found);
+                }
+                Err(e) => self.errors.push(e.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every record of the kind, oldest snapshot first.
+    pub fn records(&self) -> impl Iterator<Item = &FoundRecord> {
+        let mut all: Vec<&FoundRecord> = self.seen.values().flatten().collect();
+        all.sort_by(|a, b| a.taken_at_unix.total_cmp(&b.taken_at_unix));
+        all.into_iter()
+    }
+
+    /// The newest record of the kind.
+    pub fn latest(&self) -> Option<&FoundRecord> {
+        self.records().last()
+    }
+
+    /// Files of the last refresh that could not be read, with why.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+}
+
+fn is_snapshot_name(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "json")
+        && !p
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(b"."))
 }
 
 /// Creates `dir/name` holding `bytes`, durably, failing with `AlreadyExists` if it exists.
@@ -468,6 +601,49 @@ mod tests {
             a.file_name()
                 .is_some_and(|n| n.to_string_lossy().ends_with("-before.json"))
         );
+    }
+
+    #[test]
+    fn records_round_trip_and_the_index_reads_each_file_once() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(t.path().join("snaps"));
+        let mut index = RecordIndex::new(store.clone(), "drill");
+        index.refresh().expect("a missing store is empty");
+        assert!(index.latest().is_none());
+
+        let mut snap = Snapshot::new("after", facts(&HostPaths::default())).expect("new");
+        snap.add_record("drill", &serde_json::json!({"ok": true, "n": 1}))
+            .expect("record");
+        snap.add_record("other", &serde_json::json!({"n": 9}))
+            .expect("record");
+        let first = store.write(&snap).expect("write");
+        assert_eq!(Snapshot::read(&first).expect("read"), snap);
+
+        snap.records[0].data = serde_json::json!({"ok": false, "n": 2});
+        snap.taken_at_unix += 1.0;
+        store.write(&snap).expect("write");
+        std::fs::write(store.dir().join("broken.json"), "{").expect("write");
+        index.refresh().expect("refresh");
+        assert_eq!(index.records().count(), 2);
+        assert_eq!(index.latest().map(|r| r.data["n"].clone()), Some(2.into()));
+        assert_eq!(index.errors().len(), 1);
+
+        // A file that was read is not read again, even if something replaced it behind
+        // the store's back; one that is removed is forgotten.
+        std::fs::write(&first, "{").expect("clobber");
+        index.refresh().expect("refresh");
+        assert_eq!(index.records().count(), 2);
+        std::fs::remove_file(&first).expect("rm");
+        index.refresh().expect("refresh");
+        assert_eq!(index.records().count(), 1);
+    }
+
+    #[test]
+    fn snapshots_without_records_stay_as_they_were() {
+        let snap = Snapshot::from_runs("before", facts(&HostPaths::default()), &sample_runs())
+            .expect("snapshot");
+        let text = serde_json::to_string(&snap).expect("json");
+        assert!(!text.contains("records"));
     }
 
     #[test]
