@@ -1,0 +1,105 @@
+# The c220g5 node: its hardware and disks, its networks, and which labnode modules are on.
+# Values only: every option is declared by a module under modules/.
+_: let
+  operator = import ./operator.nix;
+in {
+  imports = [
+    ./hardware.nix
+    ./disko.nix
+  ];
+
+  networking.hostName = "c220g5";
+  # ZFS refuses to import pools last used by another host id: 8 hex digits, fixed per node.
+  networking.hostId = "c2205a7e";
+  # The release this node was first installed with; never change it on an installed node.
+  system.stateVersion = "26.05";
+  time.timeZone = "UTC";
+
+  # CloudLab's control network (DHCP) is on an onboard i350 port (igb); the experiment
+  # network is on the X520 (ixgbe), with the address CloudLab assigned this node in the
+  # experiment's LAN (see the profile's manifest, or `ip -4 addr` on the CloudLab image).
+  # Matching by driver keeps this independent of the interface names.
+  networking.useNetworkd = true;
+  networking.useDHCP = false;
+  systemd.network = {
+    wait-online.anyInterface = true;
+    networks."10-control" = {
+      matchConfig.Driver = "igb";
+      networkConfig.DHCP = "ipv4";
+    };
+    networks."20-experiment" = {
+      matchConfig.Driver = "ixgbe";
+      address = operator.experimentAddresses;
+      linkConfig.RequiredForOnline = "no";
+    };
+  };
+
+  labnode = {
+    base = {
+      enable = true;
+      inherit (operator) sshAuthorizedKeys;
+      autoUpgrade = {
+        enable = true;
+        inherit (operator) flake;
+      };
+    };
+
+    secrets = {
+      enable = true;
+      sopsFile = ../../secrets/c220g5.yaml;
+    };
+
+    zfs = {
+      enable = true;
+      # 192 GB of RAM: leave most of it to experiments, give the ARC up to 32 GiB.
+      arcMaxBytes = 32 * 1024 * 1024 * 1024;
+      pools = {
+        rpool = {
+          root = true;
+          poolProperties.autotrim = "on";
+          datasets = {
+            root.mountpoint = "/";
+            nix.mountpoint = "/nix";
+            var.mountpoint = "/var";
+            home = {
+              mountpoint = "/home";
+              snapshots = "standard";
+            };
+            # The labnode snapshot store: the measured history of this node.
+            labnode = {
+              mountpoint = "/var/lib/labnode";
+              snapshots = "standard";
+            };
+          };
+        };
+        tank.datasets = {
+          data = {
+            mountpoint = "/tank/data";
+            snapshots = "standard";
+          };
+          # syncoid's copies of rpool's protected datasets; their RPO is watched too.
+          replicas.protected = true;
+          # Scratch space for `labnode drill zfs` (it may destroy what is in it).
+          scratch = {
+            mountpoint = "/tank/scratch";
+            properties."labnode:scratch" = "on";
+          };
+        };
+      };
+      replication = {
+        "rpool/home".target = "tank/replicas/home";
+        "rpool/labnode".target = "tank/replicas/labnode";
+      };
+    };
+
+    wireguard.enable = true;
+    network-tuning.enable = true;
+    gpu.enable = true;
+
+    # Every collector the node has hardware for; the weekly rollback drill stays opt-in
+    # (labnode.agents.rollback.drill.enable).
+    agents.enable = true;
+
+    monitoring.enable = true;
+  };
+}
