@@ -63,7 +63,7 @@
         ];
       };
 
-    vmTest = file: pkgs.testers.runNixOSTest (import file {inherit self inventory;});
+    vmTest = file: pkgs.testers.runNixOSTest (import file {inherit self lib;});
   in {
     packages.${system} = {
       labnode = pkgs.callPackage ./agents/package.nix {};

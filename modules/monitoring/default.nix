@@ -190,6 +190,8 @@ in {
         # amtool cannot check the file before envsubst; system.checks above does it after.
         checkConfig = false;
         environmentFile = cfg.alertWebhookEnvironmentFile;
+        # One Alertmanager: no gossip listener (it would bind 0.0.0.0:9094).
+        extraFlags = ["--cluster.listen-address="];
       };
     };
 
