@@ -1,9 +1,9 @@
 # Shared by the NixOS VM tests (tests/*.nix): the TEST-ONLY secrets, and Python helpers for
 # test scripts that read a Prometheus text exposition.
-{self}: {
+{
   # A node module: labnode.secrets with the TEST-ONLY sops file and age key (both public).
+  # The node imports self.nixosModules.secrets (or default) itself.
   testSecrets = {
-    imports = [self.nixosModules.secrets];
     labnode.secrets = {
       enable = true;
       sopsFile = ../secrets/test-only/secrets.yaml;

@@ -8,7 +8,7 @@
   lib,
   ...
 }: let
-  common = import ./common.nix {inherit self;};
+  common = import ./common.nix;
   rulesDir = ../modules/monitoring/rules;
   ruleFiles = lib.attrNames (lib.filterAttrs (f: t: t == "regular" && lib.hasSuffix ".yaml" f) (builtins.readDir rulesDir));
   ruleText = lib.concatMapStrings (f: builtins.readFile (rulesDir + "/${f}")) ruleFiles;
@@ -19,7 +19,7 @@ in {
   name = "labnode-monitoring";
 
   nodes.machine = {pkgs, ...}: {
-    imports = [self.nixosModules.monitoring self.nixosModules.agents common.testSecrets];
+    imports = [self.nixosModules.monitoring self.nixosModules.agents self.nixosModules.secrets common.testSecrets];
     labnode.monitoring.enable = true;
     labnode.agents.enable = true;
     environment.systemPackages = [pkgs.curl pkgs.jq pkgs.socat];

@@ -4,7 +4,7 @@
 # store has the drill record, and the rollback collector exports the result. Then a
 # safe switch to a generation with a failing unit rolls itself back.
 {self, ...}: let
-  common = import ./common.nix {inherit self;};
+  common = import ./common.nix;
 in {
   name = "labnode-rollback";
 

@@ -2,7 +2,7 @@
 # port open, a handshake, traffic both ways, and labnode's net collector reporting the peer
 # (handshake age and byte counters) the way `wg show` does.
 {self, ...}: let
-  common = import ./common.nix {inherit self;};
+  common = import ./common.nix;
   # TEST-ONLY keys (public in this repository).
   keys = {
     a = {

@@ -39,7 +39,7 @@ in {
     flags = flag: attrs: lib.concatStringsSep " " (lib.mapAttrsToList (n: v: "${flag} ${n}=${v}") attrs);
     createDataset = name: "zfs create ${flags "-o" pool.datasets.${name}.options} tank/${name}";
     syncoidUnits = lib.filter (lib.hasPrefix "syncoid-") (lib.attrNames nodes.machine.systemd.services);
-    common = import ./common.nix {inherit self;};
+    common = import ./common.nix;
   in ''
     ${common.python}
 
