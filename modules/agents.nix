@@ -194,8 +194,11 @@ in {
         example = {
           profile = "/nix/var/nix/profiles/system";
           gates = [
-            {unit = "sshd.service";}
-            {http = "http://127.0.0.1:9090/-/ready";}
+            {systemd_active = ["sshd.service"];}
+            {
+              name = "prometheus";
+              http.url = "http://127.0.0.1:9090/-/ready";
+            }
           ];
         };
         description = ''

@@ -24,7 +24,15 @@ in {
   nodes.machine = {pkgs, ...}: {
     imports = [self.nixosModules.zfs self.nixosModules.agents];
     labnode.zfs = {enable = true;} // zfsConfig;
-    labnode.agents.enable = true;
+    labnode.agents = {
+      enable = true;
+      # Snapshots enumerated every 10 s instead of every 5 min.
+      collectors.zfs.settings = {
+        interval = "10s";
+        deadline = "10s";
+        snapshot_interval = "10s";
+      };
+    };
     # The pool is created by the test script, not found at boot.
     boot.zfs.extraPools = lib.mkForce [];
     # As in nixpkgs' zfs test: /dev/disk/by-id is not populated in the VM.

@@ -96,9 +96,21 @@ in {
     network-tuning.enable = true;
     gpu.enable = true;
 
-    # Every collector the node has hardware for; the weekly rollback drill stays opt-in
+    # Every collector the node has hardware for. The health gates below decide whether a
+    # rollback drill or a safe switch recovered; the weekly drill itself stays opt-in
     # (labnode.agents.rollback.drill.enable).
-    agents.enable = true;
+    agents = {
+      enable = true;
+      rollback.settings.gates = [
+        {systemd_active = ["sshd.service" "wireguard-wg0.service" "prometheus.service" "grafana.service"];}
+        {tcp = "127.0.0.1:22";}
+        {
+          name = "prometheus";
+          http.url = "http://127.0.0.1:9090/-/ready";
+        }
+        {gpu.devices = 1;}
+      ];
+    };
 
     monitoring.enable = true;
   };
