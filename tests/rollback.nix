@@ -14,8 +14,10 @@ in {
       enable = true;
       rollback.drill.enable = true;
     };
-    # Generations are switched for real.
+    # Generations are switched for real; the VM boots without a boot loader, so
+    # `switch-to-configuration switch` has none to install.
     system.switch.enable = true;
+    system.build.installBootLoader = pkgs.lib.mkForce "${pkgs.coreutils}/bin/true";
     environment.etc."labnode-test-generation".text = "base";
     environment.systemPackages = [pkgs.curl];
     specialisation = {
