@@ -27,6 +27,9 @@ in {
     disko.enableConfig = false;
     boot.zfs.extraPools = lib.mkForce [];
     labnode.gpu.enable = lib.mkForce false;
+    # The test driver configures the VM's test network itself; DHCP on every port would
+    # take it over.
+    systemd.network.networks."20-control".enable = false;
     labnode.secrets.sopsFile = lib.mkForce ../secrets/test-only/secrets.yaml;
     labnode.base.sshAuthorizedKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlabnodeTestOnlyNotARealKeyxxxxxxxxxxxxxxxx test-only"];
 

@@ -1,6 +1,6 @@
 # The c220g5 node: its hardware and disks, its networks, and which labnode modules are on.
 # Values only: every option is declared by a module under modules/.
-_: let
+{lib, ...}: let
   operator = import ./operator.nix;
 in {
   imports = [
@@ -15,22 +15,22 @@ in {
   system.stateVersion = "26.05";
   time.timeZone = "UTC";
 
-  # CloudLab's control network (DHCP) is on an onboard i350 port (igb); the experiment
-  # network is on the X520 (ixgbe), with the address CloudLab assigned this node in the
-  # experiment's LAN (see the profile's manifest, or `ip -4 addr` on the CloudLab image).
-  # Matching by driver keeps this independent of the interface names.
+  # CloudLab's control network answers DHCP on whichever port it is wired to (an onboard
+  # i350 port on the c220g5, by CloudLab's hardware list), so every Ethernet port asks. The
+  # experiment LAN has no DHCP: its port is named by MAC address and gets the address
+  # CloudLab assigned (both are in the experiment's manifest).
   networking.useNetworkd = true;
   networking.useDHCP = false;
   systemd.network = {
     wait-online.anyInterface = true;
-    networks."10-control" = {
-      matchConfig.Driver = "igb";
-      networkConfig.DHCP = "ipv4";
-    };
-    networks."20-experiment" = {
-      matchConfig.Driver = "ixgbe";
-      address = operator.experimentAddresses;
+    networks."10-experiment" = lib.mkIf (operator.experimentInterface != null) {
+      matchConfig.MACAddress = operator.experimentInterface.mac;
+      address = operator.experimentInterface.addresses;
       linkConfig.RequiredForOnline = "no";
+    };
+    networks."20-control" = {
+      matchConfig.Type = "ether";
+      networkConfig.DHCP = "ipv4";
     };
   };
 

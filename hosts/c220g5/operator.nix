@@ -7,6 +7,12 @@
   ];
   # The flake the node upgrades itself from every night (system.autoUpgrade).
   flake = "github:labnode/labnode#c220g5";
-  # This node's address(es) on the experiment LAN, as CloudLab assigned them.
-  experimentAddresses = ["10.10.1.1/24"];
+  # The port CloudLab wired into the experiment LAN and the address it assigned: the
+  # `mac_address` and the `ip` of this node's <interface> in the experiment's manifest.
+  # null: no experiment network (the control network still comes up by DHCP).
+  experimentInterface = null;
+  # experimentInterface = {
+  #   mac = "3c:fd:fe:00:00:01";
+  #   addresses = ["10.10.1.1/24"];
+  # };
 }
