@@ -8,6 +8,7 @@
 {
   config,
   lib,
+  options,
   ...
 }: let
   cfg = config.labnode.zfs;
@@ -281,6 +282,10 @@ in {
     services.syncoid = lib.mkIf (cfg.replication != {}) {
       enable = true;
       commands = lib.mapAttrs (_: r: {inherit (r) source target recursive;}) cfg.replication;
+      # The delegated permissions are one short each way for syncoid to prune its own sync
+      # snapshots (nixpkgs issue 216614): mount on the source, destroy on the target.
+      localSourceAllow = options.services.syncoid.localSourceAllow.default ++ ["mount"];
+      localTargetAllow = options.services.syncoid.localTargetAllow.default ++ ["destroy"];
     };
 
     services.zfs.autoScrub = {
