@@ -2,13 +2,15 @@
   description = "labnode: a declarative NixOS research node (CloudLab c220g5, Tesla P4), measured before and after";
 
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+    # The newest stable release as of 2026-11 (26.11 is not out yet).
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
     sops-nix = {
       url = "github:Mic92/sops-nix";
       inputs.nixpkgs.follows = "nixpkgs";
     };
     disko = {
-      url = "github:nix-community/disko";
+      # disko's README recommends its `latest` branch (the newest release).
+      url = "github:nix-community/disko/latest";
       inputs.nixpkgs.follows = "nixpkgs";
     };
   };
@@ -16,17 +18,27 @@
   outputs = {
     self,
     nixpkgs,
-    ...
+    sops-nix,
+    disko,
   }: let
     system = "x86_64-linux";
     pkgs = nixpkgs.legacyPackages.${system};
-  in {
-    packages.${system} = {
-      labnode = pkgs.callPackage ./agents/package.nix {};
-      default = self.packages.${system}.labnode;
-    };
+    inherit (nixpkgs) lib;
 
-    nixosModules = {
+    # hosts/ is the inventory: every directory with a node.nix is a node.
+    inventory = import ./hosts;
+
+    # One module per concern; each only declares `labnode.<concern>` and acts when enabled.
+    concernModules = {
+      base = ./modules/base.nix;
+      inventory = ./modules/inventory.nix;
+      zfs = {
+        imports = [disko.nixosModules.disko ./modules/zfs.nix];
+      };
+      wireguard = ./modules/wireguard.nix;
+      network-tuning = ./modules/network-tuning.nix;
+      monitoring = ./modules/monitoring;
+      gpu = ./modules/gpu.nix;
       agents = {
         lib,
         pkgs,
@@ -36,14 +48,35 @@
         labnode.agents.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.labnode;
         labnode.agents.flakeRevision = lib.mkDefault (self.rev or self.dirtyRev or null);
       };
-      monitoring = ./modules/monitoring;
-      default = {
-        imports = [
-          self.nixosModules.agents
-          self.nixosModules.monitoring
-        ];
+      secrets = {
+        imports = [sops-nix.nixosModules.sops ./modules/secrets.nix];
       };
     };
+
+    # A node of the inventory as a NixOS system: every labnode module, the inventory, the host.
+    mkHost = name:
+      lib.nixosSystem {
+        modules = [
+          self.nixosModules.default
+          {labnode.inventory.nodes = inventory;}
+          ./hosts/${name}
+        ];
+      };
+
+    vmTest = file: pkgs.testers.runNixOSTest (import file {inherit self lib;});
+  in {
+    packages.${system} = {
+      labnode = pkgs.callPackage ./agents/package.nix {};
+      default = self.packages.${system}.labnode;
+    };
+
+    nixosModules =
+      concernModules
+      // {
+        default = {imports = lib.attrValues concernModules;};
+      };
+
+    nixosConfigurations = lib.mapAttrs (name: _: mkHost name) inventory;
 
     checks.${system} = {
       labnode = self.packages.${system}.labnode;
@@ -59,6 +92,14 @@
         cd tests && promtool test rules *.yaml
         touch $out
       '';
+      # Evaluates the real host (assertions included) without building its closure.
+      c220g5-eval = pkgs.writeText "c220g5-toplevel" self.nixosConfigurations.c220g5.config.system.build.toplevel.drvPath;
+      vm-zfs = vmTest ./tests/zfs.nix;
+      vm-wireguard = vmTest ./tests/wireguard.nix;
+      vm-monitoring = vmTest ./tests/monitoring.nix;
+      vm-network-tuning = vmTest ./tests/network-tuning.nix;
+      vm-rollback = vmTest ./tests/rollback.nix;
+      vm-host = vmTest ./tests/host.nix;
     };
 
     formatter.${system} = pkgs.alejandra;
@@ -66,14 +107,19 @@
     devShells.${system}.default = pkgs.mkShell {
       inputsFrom = [self.packages.${system}.labnode];
       packages = with pkgs; [
+        age
         alejandra
         clippy
         deadnix
         jq
+        nixos-anywhere
         prometheus
         prometheus-alertmanager
         prometheus-node-exporter
         rustfmt
+        sops
+        ssh-to-age
+        wireguard-tools
       ];
     };
   };

@@ -1,9 +1,13 @@
 # The labnode agents as a Nix package: the `labnode` binary, built from this workspace with
 # its lock file, its hermetic tests run in the sandbox. NVML is not linked: it is loaded at
-# run time from the loader's path or /run/opengl-driver/lib (NixOS).
+# run time from the loader's path or /run/opengl-driver/lib (NixOS). libzfs is linked: the
+# zfs-sys crate runs bindgen over libzfs.h at build time, found with pkg-config in
+# zfs's `dev` output (headers and .pc files; buildInputs picks that output).
 {
   lib,
   rustPlatform,
+  pkg-config,
+  zfs,
 }:
 rustPlatform.buildRustPackage {
   pname = "labnode";
@@ -20,6 +24,10 @@ rustPlatform.buildRustPackage {
     ];
   };
   cargoLock.lockFile = ./Cargo.lock;
+
+  # bindgenHook points bindgen at libclang and the C compiler's include paths.
+  nativeBuildInputs = [pkg-config rustPlatform.bindgenHook];
+  buildInputs = [zfs];
 
   cargoBuildFlags = ["--package" "labnode"];
   cargoTestFlags = ["--workspace"];

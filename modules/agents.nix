@@ -1,6 +1,13 @@
-# labnode.agents: one hardened `labnode serve` service per collector, the configuration
-# file generated from options (and checked by `labnode config check` at build time), and
-# the flake revision recorded for snapshots.
+# labnode.agents: one hardened `labnode serve --collector NAME` service per collector, each
+# with only the devices and privileges its collector needs; the configuration file generated
+# from options (and checked by `labnode config check` at build time); the rollback drill
+# (a weekly timer, off by default), the boot-time safe-switch recovery, and optionally the
+# `labnode net serve` probe endpoint.
+#
+# The snapshot store (`snapshotDir`) is written by root (drills, probes, `labnode collect`)
+# and only read by the collectors, which run as dynamic users: it is a root-owned 0755
+# directory made by tmpfiles, not a per-service StateDirectory (several DynamicUser units
+# sharing one StateDirectory would fight over its ownership).
 {
   config,
   lib,
@@ -10,14 +17,16 @@
   cfg = config.labnode.agents;
   yaml = pkgs.formats.yaml {};
   enabled = lib.filterAttrs (_: c: c.enable) cfg.collectors;
+  labnode = lib.getExe cfg.package;
 
-  rawConfig = yaml.generate "labnode-unchecked.yaml" {
-    snapshot_dir = cfg.snapshotDir;
-    collectors = lib.mapAttrs (_: c: c.settings // {enabled = c.enable;}) cfg.collectors;
-  };
-  # A typo in a collector setting fails the build, not the service.
+  rawConfig = yaml.generate "labnode-unchecked.yaml" ({
+      snapshot_dir = cfg.snapshotDir;
+      collectors = lib.mapAttrs (_: c: c.settings // {enabled = c.enable;}) cfg.collectors;
+    }
+    // lib.optionalAttrs (cfg.rollback.settings != {}) {rollback = cfg.rollback.settings;});
+  # A typo in a collector or rollback setting fails the build, not the service.
   configFile = pkgs.runCommand "labnode.yaml" {} ''
-    ${lib.getExe cfg.package} config check ${rawConfig}
+    ${labnode} config check ${rawConfig}
     cp ${rawConfig} $out
   '';
 
@@ -36,8 +45,8 @@
         inherit (yaml) type;
         default = {};
         example = {
-          interval = "1s";
-          deadline = "1s";
+          interval = "15s";
+          deadline = "5s";
         };
         description = ''
           Settings of the ${name} collector, written under `collectors.${name}` in the
@@ -47,16 +56,17 @@
     };
   };
 
-  hardening = name: {
+  # What every collector service gets: no privileges, a read-only system, no devices.
+  hardening = {
     DynamicUser = true;
-    StateDirectory = "labnode";
     NoNewPrivileges = true;
     CapabilityBoundingSet = "";
     AmbientCapabilities = "";
     ProtectSystem = "strict";
     ProtectHome = true;
     PrivateTmp = true;
-    PrivateUsers = name != "gpu";
+    PrivateDevices = true;
+    PrivateUsers = true;
     ProtectKernelTunables = true;
     ProtectKernelModules = true;
     ProtectKernelLogs = true;
@@ -76,15 +86,63 @@
     UMask = "0077";
   };
 
-  # Only the GPU collector sees devices, and only NVIDIA's.
-  devices = name:
-    if name == "gpu"
-    then {
+  # What a collector needs beyond that, and why.
+  needs = {
+    # NVML opens /dev/nvidiactl, /dev/nvidia0..N, /dev/nvidia-uvm and /dev/nvidia-caps/*
+    # (device groups nvidia-frontend, nvidia-uvm, nvidia-caps, ...) and loads
+    # libnvidia-ml from /run/opengl-driver/lib. The driver checks the caller's
+    # namespaces, and its library may map code at run time.
+    gpu = {
       PrivateDevices = false;
       DevicePolicy = "closed";
-      DeviceAllow = ["char-nvidia-frontend rw" "char-nvidia-uvm rw" "char-nvidia-caps r"];
-    }
-    else {PrivateDevices = true;};
+      DeviceAllow = ["char-nvidia* rw"];
+      PrivateUsers = false;
+      MemoryDenyWriteExecute = false;
+    };
+    # libzfs opens /dev/zfs read-write and reads /proc/self/mounts and /etc/zfs; ZFS hides
+    # every dataset from a process in a user namespace it was not delegated to, so no
+    # PrivateUsers. Read-only ioctls need no capability.
+    zfs = {
+      PrivateDevices = false;
+      DevicePolicy = "closed";
+      DeviceAllow = ["/dev/zfs rw"];
+      PrivateUsers = false;
+    };
+    # WireGuard over generic netlink: WG_CMD_GET_DEVICE needs CAP_NET_ADMIN in the host's
+    # user namespace. (The wireguard-go fallback, /var/run/wireguard/<if>.sock, is
+    # root-only; on NixOS the kernel implementation is used.)
+    net = {
+      PrivateUsers = false;
+      CapabilityBoundingSet = "CAP_NET_ADMIN";
+      AmbientCapabilities = "CAP_NET_ADMIN";
+      RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK"];
+    };
+  };
+
+  defaultPorts = {
+    system = 9466;
+    gpu = 9467;
+    zfs = 9468;
+    net = 9469;
+    rollback = 9470;
+  };
+
+  # Runs a command as a transient unit: a drill or a recovery switches the system, and
+  # switch-to-configuration stops units that the other generation does not have, which
+  # must not include the one doing the switching.
+  transient = unit: args:
+    lib.escapeShellArgs ([
+        "${config.systemd.package}/bin/systemd-run"
+        "--unit=${unit}"
+        "--collect"
+        "--wait"
+        "--service-type=oneshot"
+        "--property=After=network-online.target"
+        "--setenv=PATH=${lib.makeBinPath [config.nix.package config.systemd.package pkgs.coreutils]}"
+        "--"
+        labnode
+      ]
+      ++ args);
 in {
   options.labnode.agents = {
     enable = lib.mkEnableOption "the labnode agents: one hardened Prometheus exporter service per collector";
@@ -103,7 +161,7 @@ in {
     snapshotDir = lib.mkOption {
       type = lib.types.str;
       default = "/var/lib/labnode/snapshots";
-      description = "Where `labnode collect` writes snapshots by default.";
+      description = "The snapshot store: drills and `labnode collect` write it (as root), the collectors read it.";
     };
 
     flakeRevision = lib.mkOption {
@@ -122,7 +180,89 @@ in {
           gpu = { port = 9467; settings.interval = "1s"; };
         }
       '';
-      description = "The collectors to run, by name (`system`, `gpu`), each as its own service.";
+      description = ''
+        The collectors, by name (`system`, `gpu`, `zfs`, `net`, `rollback`), each run as its
+        own service. All five are declared with ports 9466..9470; `system`, `net` and
+        `rollback` run by default, `gpu` when the NVIDIA driver is enabled, `zfs` when ZFS is.
+      '';
+    };
+
+    rollback = {
+      settings = lib.mkOption {
+        inherit (yaml) type;
+        default = {};
+        example = {
+          profile = "/nix/var/nix/profiles/system";
+          gates = [
+            {systemd_active = ["sshd.service"];}
+            {
+              name = "prometheus";
+              http.url = "http://127.0.0.1:9090/-/ready";
+            }
+          ];
+        };
+        description = ''
+          The top-level `rollback:` section of the labnode configuration file: the health
+          gates and the system profile that `labnode drill rollback` and `labnode
+          safe-switch` use (see the README for its keys). Checked at build time.
+        '';
+      };
+
+      drill = {
+        enable = lib.mkOption {
+          type = lib.types.bool;
+          default = false;
+          description = ''
+            Whether to run `labnode drill rollback --yes` on a timer: it switches this host to
+            its previous generation, measures the recovery phase by phase, and switches back.
+          '';
+        };
+        schedule = lib.mkOption {
+          type = lib.types.str;
+          default = "weekly";
+          description = "When the rollback drill runs (systemd calendar expression).";
+        };
+      };
+
+      recoverAtBoot = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = ''
+          Whether to run `labnode safe-switch --recover` at boot, which finishes or rolls back
+          a safe switch that the host rebooted in the middle of (found by its marker under
+          /var/lib/labnode/safe-switch/).
+        '';
+      };
+    };
+
+    netServe = {
+      enable = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Whether to run `labnode net serve`, the endpoint other nodes' `labnode net bench` measures against.";
+      };
+      listen = lib.mkOption {
+        type = lib.types.str;
+        default = "127.0.0.1:9471";
+        example = "10.77.0.1:9471";
+        description = "Address and port `labnode net serve` binds (TCP and UDP for QUIC).";
+      };
+      allow = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        default = ["127.0.0.0/8"];
+        example = ["10.77.0.0/24"];
+        description = "Client networks the probe server accepts (CIDR).";
+      };
+      tokenFile = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        description = "File with the token clients must present (labnode.secrets points it at the sops secret).";
+      };
+      openFirewall = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Whether to open the probe port (TCP and UDP) in the firewall.";
+      };
     };
 
     configFile = lib.mkOption {
@@ -135,7 +275,25 @@ in {
   };
 
   config = lib.mkIf cfg.enable {
-    labnode.agents.collectors.system.port = lib.mkDefault 9466;
+    assertions = [
+      {
+        assertion = cfg.netServe.enable -> cfg.netServe.tokenFile != null;
+        message = "labnode.agents.netServe needs tokenFile (labnode.secrets provides it from sops).";
+      }
+    ];
+
+    labnode.agents.collectors =
+      lib.mapAttrs (name: port: {
+        port = lib.mkDefault port;
+        enable = lib.mkDefault (
+          if name == "gpu"
+          then lib.elem "nvidia" config.services.xserver.videoDrivers
+          else if name == "zfs"
+          then config.boot.supportedFilesystems.zfs or false
+          else true
+        );
+      })
+      defaultPorts;
 
     environment.systemPackages = [cfg.package];
     environment.etc =
@@ -144,19 +302,24 @@ in {
         "labnode/flake-revision".text = cfg.flakeRevision + "\n";
       };
 
+    systemd.tmpfiles.rules = [
+      "d /var/lib/labnode 0755 root root -"
+      "d ${cfg.snapshotDir} 0755 root root -"
+    ];
+
     systemd.services =
       lib.mapAttrs' (
         name: c:
           lib.nameValuePair "labnode-${name}" {
             description = "labnode ${name} collector (Prometheus exporter)";
             wantedBy = ["multi-user.target"];
-            after = ["network.target"];
+            after = ["network.target" "systemd-tmpfiles-setup.service"];
             serviceConfig =
-              hardening name
-              // devices name
+              hardening
+              // needs.${name} or {}
               // {
                 ExecStart = lib.escapeShellArgs [
-                  (lib.getExe cfg.package)
+                  labnode
                   "serve"
                   "--config"
                   "${configFile}"
@@ -170,6 +333,77 @@ in {
               };
           }
       )
-      enabled;
+      enabled
+      // lib.optionalAttrs cfg.rollback.drill.enable {
+        labnode-drill-rollback = {
+          description = "labnode rollback drill: switch to the previous generation and back, timing the recovery";
+          after = ["multi-user.target"];
+          restartIfChanged = false;
+          serviceConfig = {
+            Type = "oneshot";
+            TimeoutStartSec = "infinity";
+          };
+          script = transient "labnode-drill-rollback-run" ["drill" "rollback" "--yes" "--config" "${configFile}"];
+        };
+      }
+      // lib.optionalAttrs cfg.rollback.recoverAtBoot {
+        labnode-safe-switch-recover = {
+          description = "labnode safe-switch: finish or roll back a switch interrupted by a reboot";
+          wantedBy = ["multi-user.target"];
+          after = ["multi-user.target"];
+          restartIfChanged = false;
+          unitConfig.ConditionDirectoryNotEmpty = "/var/lib/labnode/safe-switch";
+          serviceConfig = {
+            Type = "oneshot";
+            TimeoutStartSec = "infinity";
+          };
+          script = transient "labnode-safe-switch-recover-run" ["safe-switch" "--recover" "--config" "${configFile}"];
+        };
+      }
+      // lib.optionalAttrs cfg.netServe.enable {
+        labnode-net-serve = {
+          description = "labnode net serve: the throughput probe endpoint (token and allowlist required)";
+          wantedBy = ["multi-user.target"];
+          after = ["network-online.target"];
+          wants = ["network-online.target"];
+          serviceConfig =
+            hardening
+            // {
+              LoadCredential = ["token:${toString cfg.netServe.tokenFile}"];
+              ExecStart = lib.escapeShellArgs [
+                labnode
+                "net"
+                "serve"
+                "--listen"
+                cfg.netServe.listen
+                "--allow"
+                (lib.concatStringsSep "," cfg.netServe.allow)
+                "--token-file"
+                "%d/token"
+              ];
+              Restart = "on-failure";
+              RestartSec = "5s";
+            };
+        };
+      };
+
+    systemd.timers = lib.mkIf cfg.rollback.drill.enable {
+      labnode-drill-rollback = {
+        description = "Run the labnode rollback drill";
+        wantedBy = ["timers.target"];
+        timerConfig = {
+          OnCalendar = cfg.rollback.drill.schedule;
+          RandomizedDelaySec = "1h";
+          Persistent = true;
+        };
+      };
+    };
+
+    networking.firewall = lib.mkIf (cfg.netServe.enable && cfg.netServe.openFirewall) (let
+      port = lib.toInt (lib.last (lib.splitString ":" cfg.netServe.listen));
+    in {
+      allowedTCPPorts = [port];
+      allowedUDPPorts = [port];
+    });
   };
 }

@@ -1,7 +1,9 @@
 # labnode.monitoring: Prometheus with labnode's rules scraping node exporter and every
-# labnode collector, Alertmanager with labnode's routes and inhibitions, Grafana with the
-# Prometheus datasource and labnode's dashboards provisioned. Everything binds to
-# loopback (or the address given); secrets come from files, never the Nix store.
+# labnode collector (of this node, and of every other node of the inventory over
+# WireGuard), Alertmanager with labnode's routes and inhibitions, Grafana with the
+# Prometheus datasource (uid labnode-prometheus) and labnode's dashboards provisioned.
+# Everything binds to loopback or the address given; secrets come from files, never the
+# Nix store.
 {
   config,
   lib,
@@ -10,24 +12,41 @@
 }: let
   cfg = config.labnode.monitoring;
   agents = config.labnode.agents;
+  inv = config.labnode.inventory;
   promPort = config.services.prometheus.port;
   amPort = config.services.prometheus.alertmanager.port;
+  nodePort = config.services.prometheus.exporters.node.port;
 
-  target = port: {
-    targets = ["${cfg.listenAddress}:${toString port}"];
-    # One `instance` for every exporter of this node, so dashboards line up.
-    labels.instance = cfg.instance;
+  enabledCollectors = lib.filterAttrs (_: c: c.enable) agents.collectors;
+
+  # Targets of one node: its address and its instance label (one per node, so labnode's
+  # and node exporter's panels line up under one `$instance`).
+  nodeTargets = [
+    {
+      instance = cfg.instance;
+      address = cfg.exporterAddress;
+    }
+  ];
+  remoteTargets = lib.mapAttrsToList (name: n: {
+    instance = name;
+    inherit (n.wireguard) address;
+  }) (lib.filterAttrs (_: n: n.wireguard.address != null) inv.others);
+  targets = nodeTargets ++ lib.optionals cfg.scrapeInventory remoteTargets;
+
+  job = name: port: {
+    job_name = name;
+    static_configs =
+      map (t: {
+        targets = ["${t.address}:${toString port}"];
+        labels.instance = t.instance;
+      })
+      targets;
   };
-  labnodeJobs = lib.mapAttrsToList (name: c: {
-    job_name = "labnode-${name}";
-    static_configs = [
-      (target c.port
-        // {targets = ["${agents.listenAddress}:${toString c.port}"];})
-    ];
-  }) (lib.filterAttrs (_: c: c.enable) agents.collectors);
+
+  ruleFiles = map (f: ./rules + "/${f}") (lib.attrNames (lib.filterAttrs (f: type: type == "regular" && lib.hasSuffix ".yaml" f) (builtins.readDir ./rules)));
 
   # The shipped Alertmanager file has ${LABNODE_ALERT_WEBHOOK_URL} in it, which the module
-  # substitutes at start; check it here with a placeholder URL instead.
+  # substitutes at start (envsubst); check it here with a placeholder URL instead.
   checkedAlertmanagerConfig =
     pkgs.runCommand "labnode-alertmanager-config-check" {
       nativeBuildInputs = [pkgs.envsubst config.services.prometheus.alertmanager.package];
@@ -37,6 +56,8 @@
       touch $out
     '';
 in {
+  imports = [../inventory.nix ../agents.nix];
+
   options.labnode.monitoring = {
     enable = lib.mkEnableOption "Prometheus, Alertmanager and Grafana with labnode's rules and dashboards";
 
@@ -50,13 +71,31 @@ in {
     listenAddress = lib.mkOption {
       type = lib.types.str;
       default = "127.0.0.1";
-      description = "Address Prometheus and Grafana listen on: loopback, or the WireGuard address.";
+      description = "Address Prometheus, Alertmanager and Grafana listen on: loopback, or the WireGuard address.";
+    };
+
+    exporterAddress = lib.mkOption {
+      type = lib.types.str;
+      default = agents.listenAddress;
+      defaultText = lib.literalExpression "config.labnode.agents.listenAddress";
+      description = "Address node exporter listens on and this node's targets are scraped at.";
+    };
+
+    scrapeInventory = lib.mkOption {
+      type = lib.types.bool;
+      default = inv.nodes.${inv.self}.monitoring.server or false;
+      defaultText = lib.literalMD "whether the inventory marks this node `monitoring.server`";
+      description = ''
+        Whether to scrape every other node of the inventory at its WireGuard address, with
+        this node's exporter ports (the other nodes set `labnode.agents.listenAddress` to
+        their WireGuard address).
+      '';
     };
 
     retentionTime = lib.mkOption {
       type = lib.types.str;
-      default = "90d";
-      description = "How long Prometheus keeps samples.";
+      default = "400d";
+      description = "How long Prometheus keeps samples (over a year, so yearly comparisons and the 12 monthly snapshots' history fit).";
     };
 
     scrapeInterval = lib.mkOption {
@@ -71,7 +110,8 @@ in {
       example = lib.literalExpression ''config.sops.templates."alertmanager.env".path'';
       description = ''
         A file with `LABNODE_ALERT_WEBHOOK_URL=https://...`, the receiver of every alert
-        (for example a sops template). Without it Alertmanager starts but cannot notify.
+        (labnode.secrets renders it from sops). Without it Alertmanager cannot start, since
+        the URL stays unset.
       '';
     };
 
@@ -81,6 +121,11 @@ in {
         default = true;
         description = "Whether to run Grafana with the labnode dashboards.";
       };
+      port = lib.mkOption {
+        type = lib.types.port;
+        default = 3000;
+        description = "Grafana's HTTP port.";
+      };
       adminPasswordFile = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
@@ -89,7 +134,7 @@ in {
       secretKeyFile = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
-        description = "File with Grafana's secret key, readable by the grafana user.";
+        description = "File with Grafana's secret key (signs sessions, encrypts datasource secrets), readable by the grafana user.";
       };
     };
   };
@@ -100,7 +145,11 @@ in {
     assertions = [
       {
         assertion = !cfg.grafana.enable || (cfg.grafana.adminPasswordFile != null && cfg.grafana.secretKeyFile != null);
-        message = "labnode.monitoring.grafana needs adminPasswordFile and secretKeyFile (e.g. from sops): Grafana's defaults are public.";
+        message = "labnode.monitoring.grafana needs adminPasswordFile and secretKeyFile (labnode.secrets provides them): Grafana's defaults are public.";
+      }
+      {
+        assertion = cfg.alertWebhookEnvironmentFile != null;
+        message = "labnode.monitoring.alertWebhookEnvironmentFile is not set (labnode.secrets provides it): Alertmanager's receiver URL would be empty.";
       }
     ];
 
@@ -111,44 +160,38 @@ in {
         scrape_interval = cfg.scrapeInterval;
         evaluation_interval = cfg.scrapeInterval;
       };
-      ruleFiles = [
-        ./rules/agents.yaml
-        ./rules/gpu.yaml
-        ./rules/zfs.yaml
-        ./rules/network.yaml
-        ./rules/rollback.yaml
-        ./rules/recording.yaml
-      ];
-      alertmanagers = [{static_configs = [{targets = ["127.0.0.1:${toString amPort}"];}];}];
+      inherit ruleFiles;
+      alertmanagers = [{static_configs = [{targets = ["${cfg.listenAddress}:${toString amPort}"];}];}];
       scrapeConfigs =
         [
-          {
-            job_name = "node";
-            static_configs = [
-              (target config.services.prometheus.exporters.node.port
-                // {targets = ["127.0.0.1:${toString config.services.prometheus.exporters.node.port}"];})
-            ];
-          }
+          (job "node" nodePort)
           {
             job_name = "prometheus";
-            static_configs = [(target promPort)];
+            static_configs = [
+              {
+                targets = ["${cfg.listenAddress}:${toString promPort}"];
+                labels.instance = cfg.instance;
+              }
+            ];
           }
         ]
-        ++ lib.optionals agents.enable labnodeJobs;
+        ++ lib.optionals agents.enable (lib.mapAttrsToList (name: c: job "labnode-${name}" c.port) enabledCollectors);
 
       exporters.node = {
         enable = true;
-        listenAddress = "127.0.0.1";
+        listenAddress = cfg.exporterAddress;
         enabledCollectors = ["systemd"];
       };
 
       alertmanager = {
         enable = true;
-        listenAddress = "127.0.0.1";
+        inherit (cfg) listenAddress;
         configText = builtins.readFile ./alertmanager.yaml;
-        # amtool cannot check the file before envsubst; system.checks below does it after.
+        # amtool cannot check the file before envsubst; system.checks above does it after.
         checkConfig = false;
         environmentFile = cfg.alertWebhookEnvironmentFile;
+        # One Alertmanager: no gossip listener (it would bind 0.0.0.0:9094).
+        extraFlags = ["--cluster.listen-address="];
       };
     };
 
@@ -157,7 +200,7 @@ in {
       settings = {
         server = {
           http_addr = cfg.listenAddress;
-          http_port = 3000;
+          http_port = cfg.grafana.port;
         };
         security = {
           admin_password = "$__file{${toString cfg.grafana.adminPasswordFile}}";

@@ -1,0 +1,113 @@
+# labnode.base: what every labnode node needs to be managed from the flake and rolled back:
+# flakes on, automatic upgrades from the flake (off unless asked), garbage collection that
+# keeps enough generations and boot entries for rollbacks, SSH by key only.
+{
+  config,
+  lib,
+  ...
+}: let
+  cfg = config.labnode.base;
+in {
+  options.labnode.base = {
+    enable = lib.mkEnableOption "the labnode base configuration (flakes, upgrades, GC, SSH keys only)";
+
+    sshAuthorizedKeys = lib.mkOption {
+      type = lib.types.listOf lib.types.singleLineStr;
+      default = [];
+      example = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... admin@laptop"];
+      description = "SSH public keys allowed to log in as root (passwords are off, so without one nobody can log in; a build warns).";
+    };
+
+    bootEntries = lib.mkOption {
+      type = lib.types.ints.between 2 1000;
+      default = 30;
+      description = "How many system generations the boot menu keeps, so an older one can always be booted.";
+    };
+
+    gc = {
+      enable = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = "Whether to collect garbage automatically.";
+      };
+      dates = lib.mkOption {
+        type = lib.types.str;
+        default = "weekly";
+        description = "When garbage collection runs (systemd calendar expression).";
+      };
+      keepDays = lib.mkOption {
+        type = lib.types.ints.positive;
+        default = 30;
+        description = "Generations younger than this many days are kept (and so can be rolled back to).";
+      };
+    };
+
+    autoUpgrade = {
+      enable = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Whether to rebuild from `flake` on a timer (`nixos-upgrade.service`).";
+      };
+      flake = lib.mkOption {
+        type = lib.types.nullOr lib.types.str;
+        default = null;
+        example = "github:OWNER/labnode#c220g5";
+        description = "The flake reference to upgrade from (with `#host`).";
+      };
+      dates = lib.mkOption {
+        type = lib.types.str;
+        default = "04:40";
+        description = "When the upgrade runs (systemd calendar expression).";
+      };
+      allowReboot = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Whether to reboot when the kernel, initrd or kernel parameters changed.";
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    # A warning, not an assertion: the flake must evaluate in CI before an operator has
+    # put their key in; every build of such a system says it loudly.
+    warnings = lib.optional (cfg.sshAuthorizedKeys == []) ''
+      labnode.base.sshAuthorizedKeys is empty: password login is off, so nobody can log in
+      over SSH. Put your public key in hosts/<node>/operator.nix before installing.
+    '';
+    assertions = [
+      {
+        assertion = cfg.autoUpgrade.enable -> cfg.autoUpgrade.flake != null;
+        message = "labnode.base.autoUpgrade.enable needs labnode.base.autoUpgrade.flake.";
+      }
+    ];
+
+    nix.settings.experimental-features = ["nix-command" "flakes"];
+
+    nix.gc = {
+      automatic = cfg.gc.enable;
+      inherit (cfg.gc) dates;
+      options = "--delete-older-than ${toString cfg.gc.keepDays}d";
+    };
+
+    # Both loaders' limits: whichever one the host enables applies.
+    boot.loader.grub.configurationLimit = cfg.bootEntries;
+    boot.loader.systemd-boot.configurationLimit = cfg.bootEntries;
+
+    system.autoUpgrade = {
+      inherit (cfg.autoUpgrade) enable flake dates allowReboot;
+      flags = ["--print-build-logs"];
+    };
+
+    services.openssh = {
+      enable = true;
+      settings = {
+        PasswordAuthentication = false;
+        KbdInteractiveAuthentication = false;
+        PermitRootLogin = "prohibit-password";
+      };
+    };
+    users.users.root.openssh.authorizedKeys.keys = cfg.sshAuthorizedKeys;
+
+    networking.firewall.enable = true;
+  };
+}

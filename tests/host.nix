@@ -1,0 +1,107 @@
+# The whole c220g5 host in a VM: hosts/c220g5 as deployed, minus what a VM does not have
+# (its hardware file: boot loader, CPU; the GPU; the disks disko would partition, so no
+# pool is imported at boot) and with the TEST-ONLY secrets instead of the node's. Every
+# unit comes up and none fails; the secrets are decrypted with the right owners; the
+# WireGuard key from sops is the one the inventory publishes; every Prometheus target is
+# up; from another machine only SSH answers.
+{
+  self,
+  lib,
+  ...
+}: let
+  common = import ./common.nix;
+  inventory = import ../hosts;
+in {
+  name = "labnode-host";
+
+  nodes.c220g5 = {pkgs, ...}: {
+    imports = [
+      self.nixosModules.default
+      ../hosts/c220g5
+      common.testSecrets
+    ];
+    disabledModules = [../hosts/c220g5/hardware.nix];
+    labnode.inventory.nodes = inventory;
+
+    # What the VM lacks.
+    disko.enableConfig = false;
+    boot.zfs.extraPools = lib.mkForce [];
+    labnode.gpu.enable = lib.mkForce false;
+    # The test driver configures the VM's test network itself; DHCP on every port would
+    # take it over.
+    systemd.network.networks."20-control".enable = false;
+    labnode.secrets.sopsFile = lib.mkForce ../secrets/test-only/secrets.yaml;
+    labnode.base.sshAuthorizedKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlabnodeTestOnlyNotARealKeyxxxxxxxxxxxxxxxx test-only"];
+
+    virtualisation.memorySize = 4096;
+    virtualisation.cores = 2;
+    environment.systemPackages = [pkgs.curl pkgs.jq pkgs.wireguard-tools];
+  };
+
+  # A machine on the same network, to see what the firewall lets through.
+  nodes.outside = {pkgs, ...}: {
+    environment.systemPackages = [pkgs.netcat-openbsd];
+  };
+
+  testScript = ''
+    import json
+
+    ${common.python}
+
+    c220g5.wait_for_unit("multi-user.target")
+    for unit in ["sshd", "wireguard-wg0", "prometheus", "alertmanager", "grafana",
+                 "prometheus-node-exporter", "labnode-system", "labnode-zfs",
+                 "labnode-net", "labnode-rollback"]:
+        c220g5.wait_for_unit(f"{unit}.service")
+    for timer in ["sanoid", "zfs-scrub", "nixos-upgrade", "nix-gc"]:
+        c220g5.succeed(f"systemctl is-active {timer}.timer")
+    c220g5.succeed("systemctl list-timers --all | grep -q syncoid-")
+
+    # Nothing failed.
+    failed = c220g5.succeed("systemctl list-units --failed --no-legend --plain").strip()
+    assert failed == "", failed
+
+    # Secrets: decrypted with the test-only key, owned by who reads them.
+    c220g5.succeed("test \"$(stat -c %U:%a /run/secrets/wireguard/private-key)\" = root:400")
+    c220g5.succeed("test \"$(stat -c %U /run/secrets/grafana/admin-password)\" = grafana")
+    c220g5.succeed("grep -q '^LABNODE_ALERT_WEBHOOK_URL=http://127.0.0.1:9099/' /run/secrets/rendered/alertmanager.env")
+    # The value itself is nowhere in /etc (whose files live in the Nix store).
+    c220g5.fail("grep -Rqs test-only-grafana-admin-password /etc")
+
+    # The WireGuard key from sops matches the public key the inventory gives the peers.
+    pub = c220g5.succeed("wg show wg0 public-key").strip()
+    assert pub == "${inventory.c220g5.wireguard.publicKey}", pub
+    c220g5.succeed("ip -4 addr show wg0 | grep -q 'inet ${inventory.c220g5.wireguard.address}/24'")
+
+    # Network tuning is in force.
+    assert c220g5.succeed("sysctl -n net.ipv4.tcp_congestion_control").strip() == "bbr"
+
+    # The generated labnode configuration passes its own check.
+    c220g5.succeed("labnode config check /etc/labnode/config.yaml")
+
+    # Every target up.
+    def all_up():
+        targets = json.loads(c220g5.succeed("curl -sf http://127.0.0.1:9090/api/v1/targets"))["data"]["activeTargets"]
+        print([(t["labels"]["job"], t["health"], t["lastError"]) for t in targets])
+        return targets and all(t["health"] == "up" for t in targets)
+
+    eventually("every target up", all_up)
+
+    # Sanoid's retention as the module sets it.
+    c220g5.succeed("grep -q '^\\[template_standard\\]' /etc/sanoid/sanoid.conf")
+    c220g5.succeed("grep -q 'hourly = 24' /etc/sanoid/sanoid.conf")
+
+    # The stack listens on loopback only (or the WireGuard address) ...
+    ports = {"9090", "9093", "9094", "3000", "9100", "9466", "9467", "9468", "9469", "9470", "9471"}
+    for line in c220g5.succeed("ss -tlnH").splitlines():
+        addr, port = line.split()[3].rsplit(":", 1)
+        if port in ports:
+            assert addr.startswith("127.") or addr == "[::1]" or addr.startswith("${inventory.c220g5.wireguard.address}"), line
+
+    # ... and from another machine only SSH answers.
+    outside.wait_for_unit("multi-user.target")
+    outside.succeed("nc -z -w 5 c220g5 22")
+    for port in sorted(ports):
+        outside.fail(f"nc -z -w 2 c220g5 {port}")
+  '';
+}
