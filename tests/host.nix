@@ -88,8 +88,8 @@ in {
     eventually("every target up", all_up)
 
     # Sanoid's retention as the module sets it.
-    c220g5.succeed("grep -q '^\\[template_standard\\]' /etc/sanoid/sanoid.conf")
-    c220g5.succeed("grep -q 'hourly = 24' /etc/sanoid/sanoid.conf")
+    c220g5.succeed("grep -qx '\\[template_standard\\]' /etc/sanoid/sanoid.conf")
+    c220g5.succeed("grep -qx 'hourly=24' /etc/sanoid/sanoid.conf")
 
     # The stack listens on loopback only (or the WireGuard address) ...
     ports = {"9090", "9093", "9094", "3000", "9100", "9466", "9467", "9468", "9469", "9470", "9471"}

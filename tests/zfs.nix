@@ -70,9 +70,10 @@ in {
     machine.succeed("yes labnode | head -c 20000000 > /tank/data/compressible && sync")
     machine.succeed("systemctl start sanoid.service")
     machine.succeed("zfs list -H -t snapshot -o name tank/data | grep -q '@autosnap_.*_hourly'")
-    machine.succeed("grep -q 'hourly = 24' /etc/sanoid/sanoid.conf")
-    machine.succeed("grep -q 'daily = 90' /etc/sanoid/sanoid.conf")
-    machine.succeed("grep -q 'monthly = 12' /etc/sanoid/sanoid.conf")
+    # The module writes the INI with lib.generators.mkKeyValueDefault: `key=value`, no spaces.
+    machine.succeed("grep -qx 'hourly=24' /etc/sanoid/sanoid.conf")
+    machine.succeed("grep -qx 'daily=90' /etc/sanoid/sanoid.conf")
+    machine.succeed("grep -qx 'monthly=12' /etc/sanoid/sanoid.conf")
 
     # syncoid replicates to the replica dataset, which inherits labnode:protected.
     ${lib.concatMapStrings (u: ''
