@@ -114,6 +114,8 @@
         jq
         nixos-anywhere
         prometheus
+        # promtool: nixpkgs moves it to the `cli` output (the rules check uses it too).
+        prometheus.cli
         prometheus-alertmanager
         prometheus-node-exporter
         rustfmt

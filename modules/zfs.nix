@@ -282,10 +282,11 @@ in {
     services.syncoid = lib.mkIf (cfg.replication != {}) {
       enable = true;
       commands = lib.mapAttrs (_: r: {inherit (r) source target recursive;}) cfg.replication;
-      # The delegated permissions are one short each way for syncoid to prune its own sync
-      # snapshots (nixpkgs issue 216614): mount on the source, destroy on the target.
-      localSourceAllow = options.services.syncoid.localSourceAllow.default ++ ["mount"];
-      localTargetAllow = options.services.syncoid.localTargetAllow.default ++ ["destroy"];
+      # syncoid prunes its own sync snapshots, which needs mount on the source and destroy on
+      # the target (nixpkgs issue 216614). Recent nixpkgs defaults already grant both; older
+      # ones did not. lib.unique keeps the `zfs allow` list free of duplicates either way.
+      localSourceAllow = lib.unique (options.services.syncoid.localSourceAllow.default ++ ["mount"]);
+      localTargetAllow = lib.unique (options.services.syncoid.localTargetAllow.default ++ ["destroy"]);
     };
 
     services.zfs.autoScrub = {

@@ -66,17 +66,21 @@ in {
     assert "labnode:protected\ton" in props, props
     machine.succeed("zfs get -H -o value labnode:protected tank/replicas | grep -qx on")
 
-    # Compressible data, then sanoid takes the snapshots of its templates.
-    machine.succeed("yes labnode | head -c 20000000 > /tank/data/compressible && sync")
-    machine.succeed("systemctl start sanoid.service")
+    # Compressible data (the driver runs every command under `set -o pipefail`, and `yes`
+    # dies of SIGPIPE in a pipe, so it writes through a process substitution), then sanoid
+    # takes the snapshots of its templates. sanoid and syncoid units are Type=simple:
+    # `start --wait` returns when the run has ended, with its result.
+    machine.succeed("head -c 20000000 < <(yes labnode) > /tank/data/compressible && sync")
+    machine.succeed("systemctl start --wait sanoid.service")
     machine.succeed("zfs list -H -t snapshot -o name tank/data | grep -q '@autosnap_.*_hourly'")
-    machine.succeed("grep -q 'hourly = 24' /etc/sanoid/sanoid.conf")
-    machine.succeed("grep -q 'daily = 90' /etc/sanoid/sanoid.conf")
-    machine.succeed("grep -q 'monthly = 12' /etc/sanoid/sanoid.conf")
+    # The module writes the INI with lib.generators.mkKeyValueDefault: `key=value`, no spaces.
+    machine.succeed("grep -qx 'hourly=24' /etc/sanoid/sanoid.conf")
+    machine.succeed("grep -qx 'daily=90' /etc/sanoid/sanoid.conf")
+    machine.succeed("grep -qx 'monthly=12' /etc/sanoid/sanoid.conf")
 
     # syncoid replicates to the replica dataset, which inherits labnode:protected.
     ${lib.concatMapStrings (u: ''
-        machine.succeed("systemctl start ${u}.service")
+        machine.succeed("systemctl start --wait ${u}.service")
       '')
       syncoidUnits}
     machine.succeed("zfs list -H -t snapshot -o name tank/replicas/data | grep -q '@autosnap_'")
