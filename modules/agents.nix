@@ -83,6 +83,8 @@
     RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX"];
     SystemCallArchitectures = "native";
     SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
+    # A filtered call fails with EPERM (a library can fall back) instead of killing the agent.
+    SystemCallErrorNumber = "EPERM";
     UMask = "0077";
   };
 
@@ -313,7 +315,10 @@ in {
           lib.nameValuePair "labnode-${name}" {
             description = "labnode ${name} collector (Prometheus exporter)";
             wantedBy = ["multi-user.target"];
-            after = ["network.target" "systemd-tmpfiles-setup.service"];
+            # The zfs collector reports pools, so it starts once they are imported.
+            after =
+              ["network.target" "systemd-tmpfiles-setup.service"]
+              ++ lib.optional (name == "zfs") "zfs-import.target";
             serviceConfig =
               hardening
               // needs.${name} or {}
