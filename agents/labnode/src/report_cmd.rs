@@ -121,6 +121,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         Some(p) => operator::load(p).map_err(|e| Failure::usage(e.to_string()))?,
         None => operator::Operator::default(),
     };
+    let t0 = std::time::Instant::now();
     let (before, after) = match &args.prometheus {
         Some(url) => from_prometheus(&args, url)?,
         None => from_snapshots(&args)?,
@@ -130,7 +131,16 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         gate: args.fail_on_regression,
         title: args.title.clone(),
     };
+    let t1 = std::time::Instant::now();
     let report = labnode_report::build(&before, &after, &operator, &opts);
+    let t2 = std::time::Instant::now();
+    tracing::debug!(
+        "read {} + {} observations in {:?}, built the report in {:?}",
+        before.observations.len(),
+        after.observations.len(),
+        t1 - t0,
+        t2 - t1
+    );
     match &args.out {
         Some(dir) => {
             let written = output::write_all(dir, &args.format, &report)

@@ -40,14 +40,16 @@ impl Context {
         let mut benched: Vec<&str> = Vec::new();
         let mut paths: Vec<&str> = Vec::new();
         for o in &side.observations {
-            let bench = o.records.iter().any(|r| r == "net_bench");
-            for s in &o.samples {
-                if s.metric == "labnode_net_congestion_control_info" && s.value == 1.0 {
+            for s in o.metric("labnode_net_congestion_control_info") {
+                if s.value == 1.0 {
                     in_force.extend(s.label("algorithm"));
-                } else if bench
-                    && s.metric == "labnode_net_probe_throughput_bits_per_second"
-                    && s.label("protocol") == Some("tcp")
-                {
+                }
+            }
+            if !o.records.iter().any(|r| r == "net_bench") {
+                continue;
+            }
+            for s in o.metric("labnode_net_probe_throughput_bits_per_second") {
+                if s.label("protocol") == Some("tcp") {
                     benched.extend(s.label("congestion"));
                     paths.extend(s.label("path"));
                 }
@@ -192,15 +194,12 @@ fn select<'a>(
     ctx: &'a Context,
     obs: &'a Observation,
 ) -> impl Iterator<Item = &'a Sample> {
-    obs.samples.iter().filter(move |s| {
-        s.metric == sel.metric
-            && sel.labels.iter().all(|(k, m)| matches(s, k, *m, ctx))
+    obs.metric(sel.metric).iter().filter(move |s| {
+        sel.labels.iter().all(|(k, m)| matches(s, k, *m, ctx))
             && sel.only_where.is_none_or(|(metric, on)| {
-                obs.samples.iter().any(|o| {
-                    o.metric == metric
-                        && o.value == 1.0
-                        && on.iter().all(|l| o.label(l) == s.label(l))
-                })
+                obs.metric(metric)
+                    .iter()
+                    .any(|o| o.value == 1.0 && on.iter().all(|l| o.label(l) == s.label(l)))
             })
     })
 }
@@ -243,11 +242,10 @@ mod tests {
     use crate::catalog;
 
     fn s(metric: &str, labels: &[(&str, &str)], value: f64) -> Sample {
-        let mut labels: Vec<(String, String)> = labels
+        let labels = labels
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect();
-        labels.sort();
         Sample {
             metric: metric.into(),
             labels,
@@ -256,12 +254,11 @@ mod tests {
     }
 
     fn obs(samples: Vec<Sample>, records: &[&str]) -> Observation {
-        Observation {
-            at: 0.0,
-            samples,
-            records: records.iter().map(|r| (*r).to_owned()).collect(),
-            down: vec![],
-        }
+        let mut o = Observation::new(0.0);
+        o.samples = samples;
+        o.records = records.iter().map(|r| (*r).to_owned()).collect();
+        o.index();
+        o
     }
 
     fn eval(id: &str, ctx: &Context, o: &Observation) -> Option<Val> {

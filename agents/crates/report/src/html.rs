@@ -50,6 +50,7 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
 .chip.good { background: var(--good-bg); color: var(--good); border-color: transparent; }
 .chip.bad { background: var(--bad-bg); color: var(--bad); border-color: transparent; }
 .chip.op { background: var(--op-bg); color: var(--op); border-color: transparent; }
+.chip.zero { background: #fff; color: var(--muted); border-color: var(--line); font-weight: 500; }
 .gate { margin-top: 14px; padding: 10px 14px; border-radius: 8px; font-weight: 600; }
 .gate.pass { background: var(--good-bg); color: var(--good); }
 .gate.fail { background: var(--bad-bg); color: var(--bad); }
@@ -69,7 +70,7 @@ td.metric .id { color: var(--muted); font-size: 11px; }
 .v { font-weight: 650; font-size: 15px; white-space: nowrap; }
 .v.text { white-space: normal; font-size: 13.5px; }
 .s { color: var(--muted); font-size: 11.5px; }
-.badge { display: inline-block; border-radius: 4px; padding: 1px 6px; font-size: 11px; font-weight: 600; }
+.badge { display: inline-block; border-radius: 4px; padding: 1px 6px; font-size: 11px; font-weight: 600; white-space: nowrap; }
 .badge.op { background: var(--op-bg); color: var(--op); }
 .nm { color: var(--muted); font-style: italic; font-size: 12.5px; }
 .change .c { display: inline-block; max-width: 100%; border-radius: 5px; padding: 2px 8px; font-weight: 650; font-size: 13px; }
@@ -98,6 +99,7 @@ footer { margin-top: 28px; color: var(--muted); font-size: 11.5px; }
   section.group { margin-top: 18px; }
   td { padding: 5px 8px; } th { padding: 5px 8px; }
   .v { font-size: 12.5px; }
+  .badge { font-size: 9.5px; padding: 0 4px; }
   a { color: inherit; text-decoration: none; }
 }
 @media (max-width: 720px) { .sides { grid-template-columns: 1fr; } table { table-layout: auto; } }
@@ -156,6 +158,10 @@ fn side_box(o: &mut String, class: &str, title: &str, i: &SideInfo) {
     );
 }
 
+fn zero(n: usize) -> &'static str {
+    if n == 0 { " zero" } else { "" }
+}
+
 fn header(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
@@ -169,11 +175,18 @@ fn header(o: &mut String, r: &Report) {
     let _ = write!(
         o,
         "<span class=\"chip\">{} of {} rows compared</span>\
-         <span class=\"chip good\">{} better</span>\
-         <span class=\"chip bad\">{} worse</span>\
+         <span class=\"chip good{}\">{} better</span>\
+         <span class=\"chip bad{}\">{} worse</span>\
          <span class=\"chip\">{} unchanged</span>\
          <span class=\"chip\">{} for context</span>",
-        s.compared, s.rows, s.better, s.worse, s.unchanged, s.changed
+        s.compared,
+        s.rows,
+        zero(s.better),
+        s.better,
+        zero(s.worse),
+        s.worse,
+        s.unchanged,
+        s.changed
     );
     if s.undetermined > 0 {
         let _ = write!(
@@ -184,8 +197,10 @@ fn header(o: &mut String, r: &Report) {
     }
     let _ = writeln!(
         o,
-        "<span class=\"chip op\">{} operator-entered</span><span class=\"chip\">{} not measured</span></div>",
-        s.operator_entered, s.not_measured
+        "<span class=\"chip op{}\">{} operator-entered</span><span class=\"chip\">{} not measured</span></div>",
+        zero(s.operator_entered),
+        s.operator_entered,
+        s.not_measured
     );
     if let Some(g) = &r.gate {
         let pct = format::percent(g.threshold);
@@ -236,9 +251,12 @@ fn cell(o: &mut String, c: &Cell, row: &RowOut) {
         Cell::Measured(m) => {
             let _ = write!(
                 o,
-                "<td class=\"num\"><div class=\"v{text_class}\">{}</div><div class=\"s\">{}</div></td>",
+                "<td class=\"num\"><div class=\"v{text_class}\">{}</div>{}</td>",
                 esc(&m.display),
-                esc(&m.spread)
+                m.spread
+                    .split(" · ")
+                    .map(|p| format!("<div class=\"s\">{}</div>", esc(p)))
+                    .collect::<String>()
             );
         }
         Cell::OperatorEntered(e) => {
@@ -368,8 +386,8 @@ fn num(c: &Cell) -> Option<(f64, String, bool)> {
     }
 }
 
-const W: f64 = 760.0;
-const LABEL_W: f64 = 170.0;
+const W: f64 = 1000.0;
+const LABEL_W: f64 = 200.0;
 const BAR_H: f64 = 13.0;
 
 fn bars(o: &mut String, g: &GroupOut) {

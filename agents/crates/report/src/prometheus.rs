@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use serde::Deserialize;
 
 use crate::catalog;
-use crate::input::{HostSummary, Observation, Sample, Side};
+use crate::input::{HostSummary, Interner, Name, Observation, Sample, Side};
 
 /// A time range, seconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -417,19 +417,20 @@ const FINGERPRINTS: &[(&str, &[&str])] = &[
 ];
 
 /// One series of a result: name, labels and the value's bits.
-type Fingerprint = (String, Vec<(String, String)>, u64);
+type Fingerprint = (Name, Vec<(Name, Name)>, u64);
 
 fn side_from_matrix(sources: Vec<String>, result: Vec<ApiSeries>) -> Side {
     // Steps are exact multiples from the start, so a millisecond key lines series up.
     let mut at: BTreeMap<i64, Observation> = BTreeMap::new();
+    let mut names = Interner::default();
     for series in result {
         let mut metric = None;
         let mut labels = Vec::with_capacity(series.metric.len());
         for (k, v) in series.metric {
             if k == "__name__" {
-                metric = Some(v);
+                metric = Some(names.get(&v));
             } else {
-                labels.push((k, v));
+                labels.push((names.get(&k), names.get(&v)));
             }
         }
         let Some(metric) = metric else {
@@ -443,10 +444,7 @@ fn side_from_matrix(sources: Vec<String>, result: Vec<ApiSeries>) -> Side {
                 continue;
             }
             at.entry((t * 1000.0).round() as i64)
-                .or_insert_with(|| Observation {
-                    at: t,
-                    ..Observation::default()
-                })
+                .or_insert_with(|| Observation::new(t))
                 .samples
                 .push(Sample {
                     metric: metric.clone(),
@@ -456,10 +454,13 @@ fn side_from_matrix(sources: Vec<String>, result: Vec<ApiSeries>) -> Side {
         }
     }
     let mut observations: Vec<Observation> = at.into_values().collect();
+    for o in &mut observations {
+        o.index();
+    }
     let mut host = HostSummary::default();
     for o in &mut observations {
         for s in &o.samples {
-            match s.metric.as_str() {
+            match &*s.metric {
                 "labnode_collector_up" if s.value == 0.0 => {
                     if let Some(c) = s.label("collector") {
                         o.down
@@ -494,7 +495,7 @@ fn side_from_matrix(sources: Vec<String>, result: Vec<ApiSeries>) -> Side {
             let mut fp: Vec<Fingerprint> = o
                 .samples
                 .iter()
-                .filter(|s| metrics.contains(&s.metric.as_str()))
+                .filter(|s| metrics.contains(&&*s.metric))
                 .map(|s| (s.metric.clone(), s.labels.clone(), s.value.to_bits()))
                 .collect();
             if fp.is_empty() {

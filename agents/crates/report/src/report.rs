@@ -305,6 +305,7 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
     }
     let mut counts = Counts::default();
     let mut regressions = Vec::new();
+    let ctx = [Context::of(before), Context::of(after)];
     let groups = CATALOG
         .iter()
         .map(|g| GroupOut {
@@ -315,7 +316,7 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
                 .rows
                 .iter()
                 .map(|r| {
-                    let out = build_row(r, before, after, operator, opts, &mut warnings);
+                    let out = build_row(r, [before, after], &ctx, operator, opts, &mut warnings);
                     count(&mut counts, &out);
                     if let (Some(gate), Some(c)) = (opts.gate, &out.change) {
                         if c.worse_by.is_some_and(|w| w > gate) {
@@ -339,8 +340,8 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
             .title
             .clone()
             .unwrap_or_else(|| "labnode: before and after".into()),
-        before: side_info(before),
-        after: side_info(after),
+        before: side_info(before, &ctx[0]),
+        after: side_info(after, &ctx[1]),
         summary: counts,
         groups,
         waterfall: waterfall(before, after),
@@ -373,7 +374,7 @@ fn count(c: &mut Counts, r: &RowOut) {
     }
 }
 
-fn side_info(side: &Side) -> SideInfo {
+fn side_info(side: &Side, ctx: &Context) -> SideInfo {
     let rfc = |t: f64| {
         let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
         humantime::format_rfc3339_seconds(st).to_string()
@@ -391,7 +392,7 @@ fn side_info(side: &Side) -> SideInfo {
         to: span.map(|s| rfc(s.1)),
         host: side.host.clone(),
         noun: side.noun,
-        deployed: Context::of(side),
+        deployed: ctx.clone(),
     }
 }
 
@@ -431,25 +432,25 @@ fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
 
 fn build_row(
     row: &'static Row,
-    before: &Side,
-    after: &Side,
+    sides: [&Side; 2],
+    ctxs: &[Context; 2],
     operator: &Operator,
     opts: &Options,
     warnings: &mut Vec<String>,
 ) -> RowOut {
     let cells = [Which::Before, Which::After].map(|which| {
-        let side = match which {
-            Which::Before => before,
-            Which::After => after,
+        let i = match which {
+            Which::Before => 0,
+            Which::After => 1,
         };
-        let ctx = Context::of(side);
+        let (side, ctx) = (sides[i], &ctxs[i]);
         let entered = operator.side(which).get(row.id);
-        let (got, without) = gather(row, &ctx, side);
+        let (got, without) = gather(row, ctx, side);
         match (got, entered) {
             (Got::Nothing, Some(e)) => (operator_cell(row, e), point_of_entered(e)),
             (Got::Nothing, None) => (
                 Cell::NotMeasured {
-                    why: why_not(row, which, &ctx, side),
+                    why: why_not(row, which, ctx, side),
                 },
                 None,
             ),
@@ -466,7 +467,7 @@ fn build_row(
                 let (mut cell, num) = measured_cell(row, side, got);
                 if let Cell::Measured(m) = &mut cell {
                     if row.measure.uses_deployed() {
-                        m.spread.push_str(&format!(" · {}", deployed_text(&ctx)));
+                        m.spread.push_str(&format!(" · {}", deployed_text(ctx)));
                     }
                     if without > 0 {
                         m.without = Some(without);
@@ -716,19 +717,15 @@ fn compare(row: &Row, before: &Built, after: &Built) -> Option<Change> {
                 Cell::OperatorEntered(o) => o.value.as_str().map(str::to_owned),
                 Cell::NotMeasured { .. } => None,
             };
-            let (x, y) = (text(&before.0)?, text(&after.0)?);
-            let same = x == y;
+            // Both texts are in the cells; the change only says whether they differ.
+            let same = text(&before.0)? == text(&after.0)?;
             Some(Change {
                 verdict: if same {
                     Verdict::Unchanged
                 } else {
                     Verdict::Changed
                 },
-                text: if same {
-                    "unchanged".into()
-                } else {
-                    format!("{x} → {y}")
-                },
+                text: if same { "unchanged" } else { "changed" }.into(),
                 ratio: None,
                 worse_by: None,
                 ranges_overlap: false,
@@ -1001,11 +998,10 @@ fn waterfall(before: &Side, after: &Side) -> Vec<Waterfall> {
                     let mut v: Vec<f64> = drills
                         .iter()
                         .filter_map(|o| {
-                            o.samples
+                            o.metric(metric)
                                 .iter()
                                 .find(|s| {
-                                    s.metric == metric
-                                        && s.label("direction") == Some(dir)
+                                    s.label("direction") == Some(dir)
                                         && phase.is_none_or(|p| s.label("phase") == Some(p))
                                 })
                                 .map(|s| s.value)
@@ -1023,10 +1019,9 @@ fn waterfall(before: &Side, after: &Side) -> Vec<Waterfall> {
                 let n = drills
                     .iter()
                     .filter(|o| {
-                        o.samples.iter().any(|s| {
-                            s.metric == "labnode_rollback_phase_seconds"
-                                && s.label("direction") == Some(dir)
-                        })
+                        o.metric("labnode_rollback_phase_seconds")
+                            .iter()
+                            .any(|s| s.label("direction") == Some(dir))
                     })
                     .count();
                 (phases, total, n)
