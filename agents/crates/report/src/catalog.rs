@@ -253,8 +253,8 @@ pub enum Match {
 /// What a host runs, as read from its own observations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aspect {
-    /// The TCP congestion control in force (the net collector's
-    /// `labnode_net_congestion_control_info`; failing that, the only one benched).
+    /// The TCP congestion control: the only one the side's benches ran, else the one in
+    /// force (the net collector's `labnode_net_congestion_control_info`).
     Congestion,
     /// The path to peers: `wireguard` where the benches measured a tunnel, else `direct`.
     Path,

@@ -33,8 +33,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// Reads it from a side: the congestion control the net collector saw most often,
-    /// else the only one the benches ran; the tunnel path where a bench measured one.
+    /// Reads it from a side: the congestion control the side's benches ran when they ran
+    /// one (what was set up for them, e.g. in a demo's namespaces), else the one the net
+    /// collector saw in force most often; the tunnel path where a bench measured one.
     pub fn of(side: &Side) -> Context {
         let mut in_force: Vec<&str> = Vec::new();
         let mut benched: Vec<&str> = Vec::new();
@@ -55,11 +56,13 @@ impl Context {
                 }
             }
         }
-        let congestion = mode(&in_force).or_else(|| {
-            benched.sort_unstable();
-            benched.dedup();
-            (benched.len() == 1).then(|| benched[0].to_owned())
-        });
+        benched.sort_unstable();
+        benched.dedup();
+        let congestion = if benched.len() == 1 {
+            Some(benched[0].to_owned())
+        } else {
+            mode(&in_force)
+        };
         let path = if paths.contains(&"wireguard") {
             Some("wireguard".to_owned())
         } else if paths.contains(&"direct") {
@@ -357,6 +360,44 @@ mod tests {
                 path: Some("wireguard".into())
             },
             "two congestion controls benched and no collector: unknown"
+        );
+        // The collector decides between several benched controls; a single benched control
+        // is what was set up for the benches (a demo's namespaces), whatever the host runs.
+        let collected = obs(
+            vec![s(
+                "labnode_net_congestion_control_info",
+                &[("algorithm", "bbr")],
+                1.0,
+            )],
+            &[],
+        );
+        let side = Side {
+            observations: vec![o.clone(), collected.clone()],
+            ..Side::default()
+        };
+        assert_eq!(Context::of(&side).congestion.as_deref(), Some("bbr"));
+        let only_cubic = obs(
+            vec![s(
+                "labnode_net_probe_throughput_bits_per_second",
+                &[
+                    ("protocol", "tcp"),
+                    ("congestion", "cubic"),
+                    ("path", "direct"),
+                ],
+                9e8,
+            )],
+            &["net_bench"],
+        );
+        let side = Side {
+            observations: vec![only_cubic, collected],
+            ..Side::default()
+        };
+        assert_eq!(
+            Context::of(&side),
+            Context {
+                congestion: Some("cubic".into()),
+                path: Some("direct".into())
+            }
         );
         // Tunnel cost pairs series on protocol and congestion: 1 - 4/8.
         assert_eq!(eval("net_wireguard_cost", &any(), &o), Some(Val::Num(0.5)));
