@@ -3,6 +3,7 @@
 # agent while the GPU driver is not loaded (system collector only), "after" the same agent
 # once the driver is there (system and gpu, the simulated Tesla P4). The report must read
 # the same values Prometheus holds, say why the before side has no GPU rows, and gate.
+# LABNODE_ARTIFACTS=DIR keeps the reports.
 . "$(dirname "$0")/../lib/common.sh"
 profiles="$(cd "$(dirname "$0")/../fake-nvml/profiles" && pwd)"
 now() { date +%s.%N | cut -c1-14; }
@@ -64,6 +65,7 @@ pretty=$(. /etc/os-release && echo "$PRETTY_NAME")
 note "json: $n_before/$n_after points, gpu memory 1843 MiB after, coverage 20% -> 40%, memory median within [min, max]"
 
 grep -q '^| GPU memory in use' "$T/report/report.md" || fail "the Markdown has no GPU memory row"
+if [ -n "${LABNODE_ARTIFACTS:-}" ]; then mkdir -p "$LABNODE_ARTIFACTS/prometheus" && cp "$T"/report/* "$LABNODE_ARTIFACTS/prometheus/"; fi
 grep -q "<svg class=\"chart bars\" data-group=\"monitoring\"" "$T/report/report.html" || fail "no monitoring chart"
 
 # The gate: the other way round, coverage halves: exit 1, naming the row.

@@ -180,11 +180,18 @@ fn from_snapshots(args: &ReportArgs) -> Result<(Side, Side), Failure> {
         Some(s) => s.clone(),
         None => crate::load_config(args.config.as_ref())?.snapshot_dir(),
     };
-    let side = |names: &[String], flag: &str| -> Result<Side, Failure> {
-        let files =
-            input::resolve(names, &store).map_err(|e| Failure::usage(format!("--{flag}: {e}")))?;
-        let side = input::read_snapshots(names.to_vec(), &files)
-            .map_err(|e| Failure::usage(e.to_string()))?;
+    let files = |names: &[String], flag: &str| {
+        input::resolve(names, &store).map_err(|e| Failure::usage(format!("--{flag}: {e}")))
+    };
+    let wanted = vec![
+        (args.before.clone(), files(&args.before, "before")?),
+        (args.after.clone(), files(&args.after, "after")?),
+    ];
+    let mut sides = input::read_sides(wanted).map_err(|e| Failure::usage(e.to_string()))?;
+    for (side, (names, flag)) in sides
+        .iter()
+        .zip([(&args.before, "before"), (&args.after, "after")])
+    {
         if side.observations.is_empty() {
             return Err(Failure::usage(format!(
                 "--{flag}: no snapshot labelled {} in {}",
@@ -192,9 +199,10 @@ fn from_snapshots(args: &ReportArgs) -> Result<(Side, Side), Failure> {
                 store.display()
             )));
         }
-        Ok(side)
-    };
-    Ok((side(&args.before, "before")?, side(&args.after, "after")?))
+    }
+    let after = sides.pop().unwrap_or_default();
+    let before = sides.pop().unwrap_or_default();
+    Ok((before, after))
 }
 
 fn from_prometheus(args: &ReportArgs, url: &str) -> Result<(Side, Side), Failure> {

@@ -229,7 +229,7 @@ fn header(o: &mut String, r: &Report) {
         }
     }
     o.push_str(
-        "<p class=\"legend\">Each value is the median over that side's snapshots, with n and the 95th percentile below it; \
+        "<p class=\"legend\">Each value is the median over that side's snapshots or Prometheus steps, with n and the 95th percentile below it; \
          rates are shares of runs. Bars in the charts are scaled per row. Hatched bars and the \
          <span class=\"badge op\">operator-entered</span> mark are values an operator entered, not measurements.</p>\n</header>\n",
     );
@@ -405,7 +405,7 @@ fn bars(o: &mut String, g: &GroupOut) {
     let plot = W - LABEL_W - 110.0;
     let _ = writeln!(
         o,
-        "<figure><figcaption>{}: rows measured on both sides, each scaled to its own largest value</figcaption>\n\
+        "<figure><figcaption>{}: rows measured on both sides, each scaled to its larger value (percentages to 100%)</figcaption>\n\
          <svg class=\"chart bars\" data-group=\"{}\" data-rows=\"{}\" viewBox=\"0 0 {W} {h}\" role=\"img\" aria-label=\"{}: before and after\" xmlns=\"http://www.w3.org/2000/svg\">\n\
          <defs><pattern id=\"hatch-{}\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">\
          <rect width=\"6\" height=\"6\" fill=\"#fef3c7\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#b45309\" stroke-width=\"2.5\"/></pattern></defs>",

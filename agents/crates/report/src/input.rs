@@ -38,18 +38,35 @@ impl Hasher for Fnv {
 /// A metric or label name or value, shared by every sample that repeats it.
 pub type Name = Arc<str>;
 
-/// Hands out one shared copy of each string.
-#[derive(Debug, Default)]
-pub struct Interner(HashSet<Name, BuildHasherDefault<Fnv>>);
+/// Hands out one shared copy of each string, and knows which metrics the report reads.
+#[derive(Debug)]
+pub struct Interner {
+    names: HashSet<Name, BuildHasherDefault<Fnv>>,
+    wanted: HashSet<&'static str, BuildHasherDefault<Fnv>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            names: HashSet::default(),
+            wanted: crate::catalog::metric_names().into_iter().collect(),
+        }
+    }
+}
 
 impl Interner {
+    /// Whether any row reads this metric.
+    pub fn wanted(&self, metric: &str) -> bool {
+        self.wanted.contains(metric)
+    }
+
     /// The shared copy of `s`.
     pub fn get(&mut self, s: &str) -> Name {
-        if let Some(n) = self.0.get(s) {
+        if let Some(n) = self.names.get(s) {
             return n.clone();
         }
         let n: Name = Arc::from(s);
-        self.0.insert(n.clone());
+        self.names.insert(n.clone());
         n
     }
 }
@@ -307,23 +324,36 @@ fn json_files(dir: &Path) -> Result<Vec<PathBuf>, snapshot::SnapshotError> {
 /// Reads snapshot files (in parallel) into a side. Every file must be a whole snapshot of
 /// this schema version: one that is not stops the report with its name and why.
 pub fn read_snapshots(sources: Vec<String>, files: &[Wanted]) -> Result<Side, InputError> {
+    let mut sides = read_sides(vec![(sources, files.to_vec())])?;
+    Ok(sides.pop().unwrap_or_default())
+}
+
+/// Reads the files of several sides in one parallel pass (so neither side waits for the
+/// other's slowest thread), each side as [`read_snapshots`] does.
+pub fn read_sides(sides: Vec<(Vec<String>, Vec<Wanted>)>) -> Result<Vec<Side>, InputError> {
+    let all: Vec<(usize, &Wanted)> = sides
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, files))| files.iter().map(move |w| (i, w)))
+        .collect();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 8)
-        .min(files.len().max(1));
-    let chunk = files.len().div_ceil(threads).max(1);
-    let parsed: Vec<Result<Vec<Read>, snapshot::SnapshotError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = files
+        .min(all.len().max(1));
+    let chunk = all.len().div_ceil(threads).max(1);
+    type Part = Result<Vec<(usize, Read)>, snapshot::SnapshotError>;
+    let parsed: Vec<Part> = std::thread::scope(|s| {
+        let handles: Vec<_> = all
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
                     let mut names = Interner::default();
                     let mut out = Vec::with_capacity(part.len());
-                    for w in part {
+                    for (i, w) in part {
                         let read = read_one(&w.path, &mut names)?;
                         if w.label.as_ref().is_none_or(|l| *l == read.label) {
-                            out.push(read);
+                            out.push((*i, read));
                         }
                     }
                     Ok(out)
@@ -335,11 +365,17 @@ pub fn read_snapshots(sources: Vec<String>, files: &[Wanted]) -> Result<Side, In
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    let mut reads = Vec::with_capacity(files.len());
+    let mut reads: Vec<Vec<Read>> = sides.iter().map(|_| Vec::new()).collect();
     for part in parsed {
-        reads.extend(part?);
+        for (i, r) in part? {
+            reads[i].push(r);
+        }
     }
-    Ok(side_from_reads(sources, reads))
+    Ok(sides
+        .into_iter()
+        .zip(reads)
+        .map(|((sources, _), r)| side_from_reads(sources, r))
+        .collect())
 }
 
 /// One snapshot file as the report keeps it.
@@ -508,6 +544,10 @@ fn assemble<'s, L: Iterator<Item = (&'s str, &'s str)>>(
     for (metric, labels, value, provenance) in samples {
         if provenance == Provenance::OperatorEntered {
             operator_samples += 1;
+            continue;
+        }
+        // Keep what a row can read; a store holds many series no row needs.
+        if !names.wanted(metric) {
             continue;
         }
         obs.samples.push(Sample {

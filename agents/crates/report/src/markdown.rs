@@ -31,10 +31,17 @@ pub fn span(info: &SideInfo) -> String {
     let (Some(from), Some(to)) = (&info.from, &info.to) else {
         return String::new();
     };
+    // Minutes, or seconds when both ends fall in the same minute.
+    let same_minute = from.get(..16).is_some() && from.get(..16) == to.get(..16);
     let split = |t: &str| {
         let t = t.trim_end_matches('Z');
         let (d, h) = t.split_once('T').unwrap_or((t, ""));
-        (d.to_owned(), h.get(..5).unwrap_or(h).to_owned())
+        let h = if same_minute {
+            h
+        } else {
+            h.get(..5).unwrap_or(h)
+        };
+        (d.to_owned(), h.to_owned())
     };
     let ((d0, h0), (d1, h1)) = (split(from), split(to));
     if from == to {
@@ -285,8 +292,8 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "Each cell is the median over that side's snapshots (n, with the 95th percentile), \
-         or for rates the share of runs. ✅ better · ⚠️ worse · = unchanged · † entered by an \
+        "Each cell is the median over that side's snapshots or Prometheus steps (n, with the \
+         95th percentile), or for rates the share of runs. ✅ better · ⚠️ worse · = unchanged · † entered by an \
          operator, not measured by labnode. Rows without a mark are shown for context.\n"
     );
 
