@@ -205,6 +205,18 @@ fn from_snapshots(args: &ReportArgs) -> Result<(Side, Side), Failure> {
     Ok((before, after))
 }
 
+/// A progress line on a terminal (a remote Prometheus can take seconds); nothing in CI logs
+/// or pipes.
+fn progress(msg: &str) {
+    use std::io::{IsTerminal, Write};
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut err = std::io::stderr();
+    if !ci && err.is_terminal() {
+        let _ = write!(err, "\r\x1b[2K{msg}");
+        let _ = err.flush();
+    }
+}
+
 fn from_prometheus(args: &ReportArgs, url: &str) -> Result<(Side, Side), Failure> {
     let (Some(b), Some(a)) = (args.before_range, args.after_range) else {
         return Err(Failure::usage(
@@ -214,7 +226,11 @@ fn from_prometheus(args: &ReportArgs, url: &str) -> Result<(Side, Side), Failure
     let client = prometheus::Client::new(url, args.timeout, args.instance.clone())
         .map_err(|e| Failure::usage(e.to_string()))?;
     let get = |r: Range, flag: &str| {
-        client.side(r, args.step).map_err(|e| match e {
+        let side = flag.trim_end_matches("-range");
+        progress(&format!("labnode: reading the {side} range from {url}..."));
+        let read = client.side(r, args.step);
+        progress("");
+        read.map_err(|e| match e {
             prometheus::PromError::Empty { .. } => Failure::runtime(format!("--{flag}: {e}")),
             e => Failure::runtime(e.to_string()),
         })

@@ -236,3 +236,35 @@ fn labels_are_found_in_the_store_and_directories_read_whole() {
         "{e}"
     );
 }
+
+#[test]
+fn text_from_files_is_escaped_in_html_and_markdown() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let op = t.path().join("operator.yaml");
+    std::fs::write(
+        &op,
+        "after:\n  secrets_outside_store:\n    value: yes\n    note: \"<script>alert(1)</script> | <img src=x onerror=alert(2)>\"\n",
+    )
+    .expect("write");
+    let r = report(
+        &["tests/fixtures/before"],
+        &["tests/fixtures/after"],
+        Some(op.to_str().expect("utf-8 path")),
+        Options {
+            title: Some("<b>title</b> | x".into()),
+            ..Options::default()
+        },
+    );
+    let html = render(Format::Html, &r);
+    assert!(!html.contains("<script"), "a script got through");
+    assert!(!html.contains("<img"), "an element got through");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(html.contains("<title>&lt;b&gt;title&lt;/b&gt; | x</title>"));
+    let md = render(Format::Md, &r);
+    assert!(!md.contains("<script") && !md.contains("<img"), "{md}");
+    assert!(
+        md.contains("&lt;script&gt;alert(1)&lt;/script&gt; \\| &lt;img"),
+        "{md}"
+    );
+    assert!(md.starts_with("# &lt;b&gt;title&lt;/b&gt; \\| x\n"));
+}
