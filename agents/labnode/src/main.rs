@@ -1,6 +1,7 @@
 //! `labnode`: the one binary of the labnode agents.
 
 mod config;
+mod report_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +22,8 @@ use crate::config::Config;
 #[command(after_help = "Examples:\n  \
     labnode serve --config /etc/labnode/config.yaml    # Prometheus exporter on 127.0.0.1:9466\n  \
     labnode collect --label before --out ./snapshots  # one snapshot of this host\n  \
-    labnode config check /etc/labnode/config.yaml     # validate a config file\n\n\
+    labnode config check /etc/labnode/config.yaml     # validate a config file\n  \
+    labnode report --before before --after after      # the before/after table\n\n\
     Exit codes: 0 success, 1 failure while running, 2 bad arguments or configuration.\n\
     Logging: set LABNODE_LOG (e.g. LABNODE_LOG=debug).")]
 struct Cli {
@@ -39,6 +41,8 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Compare a before and an after (snapshots or Prometheus ranges): Markdown, HTML, JSON.
+    Report(Box<report_cmd::ReportArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +243,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Collect(a) => collect(a),
         Command::Config(ConfigCommand::Check { file }) => config_check(file),
+        Command::Report(a) => report_cmd::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

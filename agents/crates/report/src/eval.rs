@@ -1,0 +1,457 @@
+//! Evaluating a catalog row on one observation.
+
+use crate::catalog::{Agg, Aspect, Match, Measure, Row, Sel, Test};
+use crate::input::{Observation, Sample, Side};
+
+/// Which side of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    /// The old system.
+    Before,
+    /// The new system.
+    After,
+}
+
+impl Which {
+    /// "before" or "after".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Which::Before => "before",
+            Which::After => "after",
+        }
+    }
+}
+
+/// What one side's host runs, read from its own observations, for rows "as deployed".
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Context {
+    /// The TCP congestion control in force.
+    pub congestion: Option<String>,
+    /// The network path to peers: `wireguard` or `direct`.
+    pub path: Option<String>,
+}
+
+impl Context {
+    /// Reads it from a side: the congestion control the side's benches ran when they ran
+    /// one (what was set up for them, e.g. in a demo's namespaces), else the one the net
+    /// collector saw in force most often; the tunnel path where a bench measured one.
+    pub fn of(side: &Side) -> Context {
+        let mut in_force: Vec<&str> = Vec::new();
+        let mut benched: Vec<&str> = Vec::new();
+        let mut paths: Vec<&str> = Vec::new();
+        for o in &side.observations {
+            for s in o.metric("labnode_net_congestion_control_info") {
+                if s.value == 1.0 {
+                    in_force.extend(s.label("algorithm"));
+                }
+            }
+            if !o.records.iter().any(|r| r == "net_bench") {
+                continue;
+            }
+            for s in o.metric("labnode_net_probe_throughput_bits_per_second") {
+                if s.label("protocol") == Some("tcp") {
+                    benched.extend(s.label("congestion"));
+                    paths.extend(s.label("path"));
+                }
+            }
+        }
+        benched.sort_unstable();
+        benched.dedup();
+        let congestion = if benched.len() == 1 {
+            Some(benched[0].to_owned())
+        } else {
+            mode(&in_force)
+        };
+        let path = if paths.contains(&"wireguard") {
+            Some("wireguard".to_owned())
+        } else if paths.contains(&"direct") {
+            Some("direct".to_owned())
+        } else {
+            paths.sort_unstable();
+            paths.dedup();
+            (paths.len() == 1).then(|| paths[0].to_owned())
+        };
+        Context { congestion, path }
+    }
+
+    fn get(&self, a: Aspect) -> Option<&str> {
+        match a {
+            Aspect::Congestion => self.congestion.as_deref(),
+            Aspect::Path => self.path.as_deref(),
+        }
+    }
+}
+
+fn mode(values: &[&str]) -> Option<String> {
+    let mut best: Option<(&str, usize)> = None;
+    for v in values {
+        let n = values.iter().filter(|x| *x == v).count();
+        if best.is_none_or(|(b, bn)| n > bn || (n == bn && *v < b)) {
+            best = Some((v, n));
+        }
+    }
+    best.map(|(v, _)| v.to_owned())
+}
+
+/// One observation's value for a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    /// A number in the row's base unit.
+    Num(f64),
+    /// A text (a label's value).
+    Text(String),
+}
+
+/// The row's value in `obs`, if `obs` has what the row needs.
+pub fn evaluate(row: &Row, ctx: &Context, obs: &Observation) -> Option<Val> {
+    if let Some(kind) = row.event {
+        if !obs.records.iter().any(|r| r == kind) {
+            return None;
+        }
+    }
+    measure(&row.measure, ctx, obs)
+        .or_else(|| row.zero_when.filter(|m| obs.has(m)).map(|_| Val::Num(0.0)))
+}
+
+fn measure(m: &Measure, ctx: &Context, obs: &Observation) -> Option<Val> {
+    match m {
+        Measure::Value { sel, agg } => aggregate(*agg, values(select(sel, ctx, obs))).map(Val::Num),
+        Measure::Ratio {
+            num,
+            den,
+            on,
+            complement,
+        } => {
+            let r = if on.is_empty() {
+                let n = aggregate(Agg::Sum, values(select(num, ctx, obs)))?;
+                let d = aggregate(Agg::Sum, values(select(den, ctx, obs)))?;
+                (d != 0.0).then(|| n / d)?
+            } else {
+                let dens: Vec<&Sample> = select(den, ctx, obs).collect();
+                let ratios = select(num, ctx, obs).filter_map(|n| {
+                    let d = dens
+                        .iter()
+                        .find(|d| on.iter().all(|l| n.label(l) == d.label(l)))?;
+                    (d.value != 0.0).then(|| n.value / d.value)
+                });
+                aggregate(Agg::Mean, ratios)?
+            };
+            Some(Val::Num(if *complement { 1.0 - r } else { r }))
+        }
+        Measure::Share { part, rest } => {
+            let p = aggregate(Agg::Sum, values(select(part, ctx, obs)))?;
+            let r = aggregate(Agg::Sum, values(select(rest, ctx, obs)))?;
+            (p + r > 0.0).then(|| Val::Num(p / (p + r)))
+        }
+        Measure::Fraction { sel, test } => {
+            let (mut n, mut pass) = (0usize, 0usize);
+            for s in select(sel, ctx, obs) {
+                n += 1;
+                let ok = match *test {
+                    Test::Below(x) => s.value < x,
+                    Test::Equals(x) => s.value == x,
+                };
+                pass += usize::from(ok);
+            }
+            (n > 0).then(|| Val::Num(pass as f64 / n as f64))
+        }
+        Measure::Coverage {
+            sel,
+            label,
+            expected,
+        } => {
+            let mut any = false;
+            let mut up: Vec<&str> = Vec::new();
+            for s in select(sel, ctx, obs) {
+                any = true;
+                if s.value == 1.0 {
+                    if let Some(v) = s.label(label).filter(|v| expected.contains(v)) {
+                        up.push(v);
+                    }
+                }
+            }
+            up.sort_unstable();
+            up.dedup();
+            any.then(|| Val::Num(up.len() as f64 / expected.len() as f64))
+        }
+        Measure::Flag { sel } => select(sel, ctx, obs)
+            .any(|s| s.value == 1.0)
+            .then_some(Val::Num(1.0)),
+        Measure::Label { sel, label } => {
+            let mut texts: Vec<&str> = select(sel, ctx, obs)
+                .filter(|s| s.value == 1.0)
+                .filter_map(|s| s.label(label))
+                .collect();
+            texts.sort_unstable();
+            texts.dedup();
+            (!texts.is_empty()).then(|| Val::Text(texts.join(", ")))
+        }
+        Measure::FirstOf(ms) => ms.iter().find_map(|m| measure(m, ctx, obs)),
+        Measure::OperatorOnly => None,
+    }
+}
+
+fn select<'a>(
+    sel: &'a Sel,
+    ctx: &'a Context,
+    obs: &'a Observation,
+) -> impl Iterator<Item = &'a Sample> {
+    obs.metric(sel.metric).iter().filter(move |s| {
+        sel.labels.iter().all(|(k, m)| matches(s, k, *m, ctx))
+            && sel.only_where.is_none_or(|(metric, on)| {
+                obs.metric(metric)
+                    .iter()
+                    .any(|o| o.value == 1.0 && on.iter().all(|l| o.label(l) == s.label(l)))
+            })
+    })
+}
+
+fn matches(s: &Sample, key: &str, m: Match, ctx: &Context) -> bool {
+    let v = s.label(key);
+    match m {
+        Match::Is(x) => v == Some(x),
+        Match::In(xs) => v.is_some_and(|v| xs.contains(&v)),
+        Match::NotIn(xs) => v.is_none_or(|v| !xs.contains(&v)),
+        Match::NonEmpty => v.is_some_and(|v| !v.is_empty()),
+        Match::SameAs(other) => v.is_some() && v == s.label(other),
+        Match::Deployed(a) => v.is_some() && v == ctx.get(a),
+    }
+}
+
+fn values<'a>(samples: impl Iterator<Item = &'a Sample>) -> impl Iterator<Item = f64> {
+    samples.map(|s| s.value)
+}
+
+fn aggregate(agg: Agg, values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut n = 0usize;
+    let mut acc: Option<f64> = None;
+    for v in values {
+        n += 1;
+        acc = Some(match (acc, agg) {
+            (None, _) => v,
+            (Some(a), Agg::Sum | Agg::Mean) => a + v,
+            (Some(a), Agg::Max) => a.max(v),
+            (Some(a), Agg::Min) => a.min(v),
+        });
+    }
+    let a = acc?;
+    Some(if agg == Agg::Mean { a / n as f64 } else { a })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+
+    fn s(metric: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Sample {
+            metric: metric.into(),
+            labels,
+            value,
+        }
+    }
+
+    fn obs(samples: Vec<Sample>, records: &[&str]) -> Observation {
+        let mut o = Observation::new(0.0);
+        o.samples = samples;
+        o.records = records.iter().map(|r| (*r).to_owned()).collect();
+        o.index();
+        o
+    }
+
+    fn eval(id: &str, ctx: &Context, o: &Observation) -> Option<Val> {
+        evaluate(catalog::find(id).expect("row"), ctx, o)
+    }
+
+    fn any() -> Context {
+        Context::default()
+    }
+
+    #[test]
+    fn events_count_only_with_their_record() {
+        let samples = vec![
+            s(
+                "labnode_rollback_phase_seconds",
+                &[("direction", "rollback"), ("phase", "profile_flip")],
+                0.5,
+            ),
+            s(
+                "labnode_rollback_phase_seconds",
+                &[("direction", "rollback"), ("phase", "activation")],
+                2.0,
+            ),
+            s(
+                "labnode_rollback_phase_seconds",
+                &[("direction", "rollback"), ("phase", "gates_green")],
+                9.0,
+            ),
+            s(
+                "labnode_rollback_phase_seconds",
+                &[("direction", "rollforward"), ("phase", "activation")],
+                7.0,
+            ),
+        ];
+        let drill = obs(samples.clone(), &["rollback_drill"]);
+        let collected = obs(samples, &[]);
+        assert_eq!(eval("rollback_time", &any(), &drill), Some(Val::Num(2.5)));
+        assert_eq!(eval("rollback_time", &any(), &collected), None);
+    }
+
+    #[test]
+    fn sides_select_their_own_configuration() {
+        let o = obs(
+            vec![
+                s(
+                    "labnode_net_probe_throughput_bits_per_second",
+                    &[
+                        ("protocol", "tcp"),
+                        ("congestion", "cubic"),
+                        ("path", "direct"),
+                    ],
+                    9e8,
+                ),
+                s(
+                    "labnode_net_probe_throughput_bits_per_second",
+                    &[
+                        ("protocol", "tcp"),
+                        ("congestion", "bbr"),
+                        ("path", "wireguard"),
+                    ],
+                    4e8,
+                ),
+                s(
+                    "labnode_net_probe_throughput_bits_per_second",
+                    &[
+                        ("protocol", "tcp"),
+                        ("congestion", "bbr"),
+                        ("path", "direct"),
+                    ],
+                    8e8,
+                ),
+            ],
+            &["net_bench"],
+        );
+        let stock = Context {
+            congestion: Some("cubic".into()),
+            path: Some("direct".into()),
+        };
+        let labnode = Context {
+            congestion: Some("bbr".into()),
+            path: Some("wireguard".into()),
+        };
+        assert_eq!(eval("net_deployed", &stock, &o), Some(Val::Num(9e8)));
+        assert_eq!(eval("net_deployed", &labnode, &o), Some(Val::Num(4e8)));
+        // Nothing known about the host: nothing to select.
+        assert_eq!(eval("net_deployed", &any(), &o), None);
+        // The side's context comes from its own observations.
+        let side = Side {
+            observations: vec![o.clone()],
+            ..Side::default()
+        };
+        assert_eq!(
+            Context::of(&side),
+            Context {
+                congestion: None,
+                path: Some("wireguard".into())
+            },
+            "two congestion controls benched and no collector: unknown"
+        );
+        // The collector decides between several benched controls; a single benched control
+        // is what was set up for the benches (a demo's namespaces), whatever the host runs.
+        let collected = obs(
+            vec![s(
+                "labnode_net_congestion_control_info",
+                &[("algorithm", "bbr")],
+                1.0,
+            )],
+            &[],
+        );
+        let side = Side {
+            observations: vec![o.clone(), collected.clone()],
+            ..Side::default()
+        };
+        assert_eq!(Context::of(&side).congestion.as_deref(), Some("bbr"));
+        let only_cubic = obs(
+            vec![s(
+                "labnode_net_probe_throughput_bits_per_second",
+                &[
+                    ("protocol", "tcp"),
+                    ("congestion", "cubic"),
+                    ("path", "direct"),
+                ],
+                9e8,
+            )],
+            &["net_bench"],
+        );
+        let side = Side {
+            observations: vec![only_cubic, collected],
+            ..Side::default()
+        };
+        assert_eq!(
+            Context::of(&side),
+            Context {
+                congestion: Some("cubic".into()),
+                path: Some("direct".into())
+            }
+        );
+        // Tunnel cost pairs series on protocol and congestion: 1 - 4/8.
+        assert_eq!(eval("net_wireguard_cost", &any(), &o), Some(Val::Num(0.5)));
+    }
+
+    #[test]
+    fn joins_fractions_coverage_and_zero_fallbacks() {
+        let o = obs(
+            vec![
+                s(
+                    "labnode_zfs_snapshot_newest_age_seconds",
+                    &[("pool", "tank"), ("dataset", "tank/home")],
+                    600.0,
+                ),
+                s(
+                    "labnode_zfs_snapshot_newest_age_seconds",
+                    &[("pool", "tank"), ("dataset", "tank/scratch")],
+                    9e6,
+                ),
+                s(
+                    "labnode_zfs_dataset_protected",
+                    &[("pool", "tank"), ("dataset", "tank/home")],
+                    1.0,
+                ),
+                s(
+                    "labnode_zfs_dataset_protected",
+                    &[("pool", "tank"), ("dataset", "tank/scratch")],
+                    0.0,
+                ),
+                s("labnode_collector_up", &[("collector", "system")], 1.0),
+                s("labnode_collector_up", &[("collector", "gpu")], 0.0),
+                s("labnode_collector_up", &[("collector", "zfs")], 1.0),
+                s("labnode_collector_up", &[("collector", "other")], 1.0),
+                s(
+                    "labnode_net_congestion_control_info",
+                    &[("algorithm", "bbr")],
+                    1.0,
+                ),
+                s("labnode_system_os_info", &[("id", "debian")], 1.0),
+            ],
+            &[],
+        );
+        // Only the protected dataset's age counts.
+        assert_eq!(eval("rpo", &any(), &o), Some(Val::Num(600.0)));
+        assert_eq!(eval("collectors_up", &any(), &o), Some(Val::Num(2.0 / 5.0)));
+        // The net collector ran and saw no peer: 0, not "not measured".
+        assert_eq!(eval("wireguard_up", &any(), &o), Some(Val::Num(0.0)));
+        assert_eq!(eval("nixos", &any(), &o), Some(Val::Num(0.0)));
+        assert_eq!(
+            eval("congestion_control", &any(), &o),
+            Some(Val::Text("bbr".into()))
+        );
+        // Nothing to read: not measured.
+        assert_eq!(eval("gpu_power", &any(), &o), None);
+        assert_eq!(eval("secrets_outside_store", &any(), &o), None);
+    }
+}

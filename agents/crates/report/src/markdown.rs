@@ -1,0 +1,439 @@
+//! The report as Markdown that reads well on GitHub.
+
+use std::fmt::Write;
+
+use crate::format::{self, Verdict};
+use crate::report::{Cell, Report, SideInfo, Waterfall};
+
+/// Escapes text for a Markdown table cell.
+pub fn cell_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// What a record kind is called, for `n` of them.
+pub fn kind_name(kind: &str, n: usize) -> String {
+    let (one, many) = match kind {
+        "collect" => ("collect", "collect"),
+        "rollback_drill" => ("rollback drill", "rollback drills"),
+        "safe_switch" => ("safe switch", "safe switches"),
+        "zfs_drill" => ("ZFS drill", "ZFS drills"),
+        "net_bench" => ("network bench", "network benches"),
+        other => (other, other),
+    };
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// "2026-11-20 09:00–09:20 UTC" from two RFC 3339 times.
+pub fn span(info: &SideInfo) -> String {
+    let (Some(from), Some(to)) = (&info.from, &info.to) else {
+        return String::new();
+    };
+    // Minutes, or seconds when both ends fall in the same minute.
+    let same_minute = from.get(..16).is_some() && from.get(..16) == to.get(..16);
+    let split = |t: &str| {
+        let t = t.trim_end_matches('Z');
+        let (d, h) = t.split_once('T').unwrap_or((t, ""));
+        let h = if same_minute {
+            h
+        } else {
+            h.get(..5).unwrap_or(h)
+        };
+        (d.to_owned(), h.to_owned())
+    };
+    let ((d0, h0), (d1, h1)) = (split(from), split(to));
+    if from == to {
+        format!("{d0} {h0} UTC")
+    } else if d0 == d1 {
+        format!("{d0} {h0}–{h1} UTC")
+    } else {
+        format!("{d0} {h0} – {d1} {h1} UTC")
+    }
+}
+
+/// One line about the system a side ran: OS, kernel, NixOS generation and flake.
+pub fn system_line(info: &SideInfo) -> Vec<String> {
+    let h = &info.host;
+    let mut parts = Vec::new();
+    if !h.os.is_empty() {
+        parts.push(h.os.join(" / "));
+    }
+    if !h.kernels.is_empty() {
+        parts.push(format!("kernel {}", h.kernels.join(", ")));
+    }
+    if !h.nixos_generations.is_empty() {
+        let g: Vec<String> = h.nixos_generations.iter().map(|g| g.to_string()).collect();
+        parts.push(format!(
+            "generation{} {}",
+            if g.len() == 1 { "" } else { "s" },
+            g.join(", ")
+        ));
+    }
+    if !h.flake_revisions.is_empty() {
+        let r: Vec<String> = h
+            .flake_revisions
+            .iter()
+            .map(|r| r.get(..12).unwrap_or(r).to_owned())
+            .collect();
+        parts.push(format!("flake {}", r.join(", ")));
+    }
+    parts
+}
+
+/// "17 snapshots: 3 collect, 5 rollback drills, ..."
+pub fn observed(info: &SideInfo) -> String {
+    let kinds: Vec<String> = info.kinds.iter().map(|(k, n)| kind_name(k, *n)).collect();
+    let noun = if info.observations == 1 {
+        info.noun.trim_end_matches('s')
+    } else {
+        info.noun
+    };
+    if info.noun == "points" {
+        format!("{} {noun}", info.observations)
+    } else {
+        format!("{} {noun} ({})", info.observations, kinds.join(", "))
+    }
+}
+
+/// A note under a group's table: an operator's source, or why cells are not measured
+/// (rows that share a reason share a line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Operator-entered (else not measured).
+    pub operator: bool,
+    /// The rows' short names.
+    pub rows: Vec<&'static str>,
+    /// "before", "after" or "before and after".
+    pub sides: String,
+    /// `file:line:column` of an operator value.
+    pub at: Option<String>,
+    /// The operator's note, or why nothing was measured.
+    pub text: String,
+}
+
+/// The notes of a group's rows.
+pub fn notes(g: &crate::report::GroupOut) -> Vec<Note> {
+    let mut out: Vec<Note> = Vec::new();
+    let mut missing: Vec<(String, &'static str, &'static str)> = Vec::new();
+    for row in &g.rows {
+        for (side, c) in [("before", &row.before), ("after", &row.after)] {
+            match c {
+                Cell::OperatorEntered(o) => out.push(Note {
+                    operator: true,
+                    rows: vec![row.short],
+                    sides: side.to_owned(),
+                    at: Some(o.at.clone()),
+                    text: o.note.clone(),
+                }),
+                Cell::NotMeasured { why } => missing.push((why.clone(), side, row.short)),
+                Cell::Measured(_) => {}
+            }
+        }
+    }
+    let mut lines: Vec<Note> = Vec::new();
+    for (why, side, short) in missing {
+        match lines.iter_mut().find(|n| n.text == why && n.sides == side) {
+            Some(n) => n.rows.push(short),
+            None => lines.push(Note {
+                operator: false,
+                rows: vec![short],
+                sides: side.to_owned(),
+                at: None,
+                text: why,
+            }),
+        }
+    }
+    // The same rows missing on both sides for the same reason: one line.
+    let mut merged: Vec<Note> = Vec::new();
+    for n in lines {
+        if let Some(m) = merged
+            .iter_mut()
+            .find(|m| m.text == n.text && m.rows == n.rows && m.sides != n.sides)
+        {
+            m.sides = "before and after".into();
+        } else {
+            merged.push(n);
+        }
+    }
+    out.extend(merged);
+    out
+}
+
+/// The glyph before a change.
+pub fn glyph(v: Verdict, regression: bool) -> &'static str {
+    match v {
+        _ if regression => "❌ ",
+        Verdict::Better => "✅ ",
+        Verdict::Worse => "⚠️ ",
+        Verdict::Unchanged => "= ",
+        Verdict::Undetermined => "? ",
+        Verdict::Changed => "",
+    }
+}
+
+fn cell(c: &Cell) -> String {
+    match c {
+        Cell::Measured(m) => format!(
+            "**{}**<br><sub>{}</sub>",
+            cell_text(&m.display),
+            cell_text(&m.spread)
+        ),
+        Cell::OperatorEntered(o) => {
+            format!("{} †<br><sub>operator-entered</sub>", cell_text(&o.display))
+        }
+        Cell::NotMeasured { .. } => "<sub>not measured</sub>".into(),
+    }
+}
+
+fn is_regression(r: &Report, id: &str) -> bool {
+    r.gate
+        .as_ref()
+        .is_some_and(|g| g.regressions.iter().any(|x| x.row == id))
+}
+
+fn cells(n: usize) -> String {
+    format!("{n} cell{}", if n == 1 { "" } else { "s" })
+}
+
+/// Renders the report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let claims = r
+        .groups
+        .iter()
+        .flat_map(|g| &g.rows)
+        .any(|x| x.claimed.is_some());
+    let _ = writeln!(o, "# {}\n", cell_text(&r.title));
+    let _ = writeln!(o, "| | Before | After |\n|:--|:--|:--|");
+    let hosts = |i: &SideInfo| {
+        i.host
+            .hosts
+            .iter()
+            .map(|h| format!("`{}`", h.replace('`', "'")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        o,
+        "| **Host** | {} | {} |",
+        hosts(&r.before),
+        hosts(&r.after)
+    );
+    let _ = writeln!(
+        o,
+        "| **System** | {} | {} |",
+        cell_text(&system_line(&r.before).join(" · ")),
+        cell_text(&system_line(&r.after).join(" · "))
+    );
+    let _ = writeln!(
+        o,
+        "| **Observed** | {}<br><sub>{}</sub> | {}<br><sub>{}</sub> |",
+        cell_text(&observed(&r.before)),
+        span(&r.before),
+        cell_text(&observed(&r.after)),
+        span(&r.after)
+    );
+    let src = |i: &SideInfo| {
+        i.sources
+            .iter()
+            .map(|s| format!("`{}`", s.replace('`', "'")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        o,
+        "| **Read from** | {} | {} |\n",
+        src(&r.before),
+        src(&r.after)
+    );
+
+    let s = &r.summary;
+    let _ = writeln!(
+        o,
+        "**{} of {} rows compared: {} better, {} worse, {} unchanged, {} shown for context{}.** \
+         {} operator-entered (†), {} not measured.\n",
+        s.compared,
+        s.rows,
+        s.better,
+        s.worse,
+        s.unchanged,
+        s.changed,
+        if s.undetermined > 0 {
+            format!(", {} undetermined", s.undetermined)
+        } else {
+            String::new()
+        },
+        cells(s.operator_entered),
+        cells(s.not_measured)
+    );
+    if let Some(g) = &r.gate {
+        let pct = format::percent(g.threshold);
+        if g.regressions.is_empty() {
+            let _ = writeln!(
+                o,
+                "**Regression gate: passed.** No row got worse by more than {pct}.\n"
+            );
+        } else {
+            let _ = writeln!(o, "**Regression gate: failed.** {}:\n", g.headline());
+            for x in &g.regressions {
+                let by = x.worse_text();
+                let _ = writeln!(
+                    o,
+                    "- ❌ **{}** (`{}`): {}, {by}",
+                    cell_text(x.title),
+                    x.row,
+                    cell_text(&x.text)
+                );
+            }
+            o.push('\n');
+        }
+    }
+    let _ = writeln!(
+        o,
+        "Each cell is the median over that side's snapshots or Prometheus steps (n, with the \
+         95th percentile), or for rates the share of runs. ✅ better · ⚠️ worse · = unchanged · † entered by an \
+         operator, not measured by labnode. Rows without a mark are shown for context.\n"
+    );
+
+    for g in &r.groups {
+        let _ = writeln!(o, "## {}\n", cell_text(g.title));
+        let _ = writeln!(o, "<sub>Seed: {}</sub>\n", cell_text(g.seed));
+        if claims {
+            let _ = writeln!(
+                o,
+                "| Metric | Before | After | Change | Seed claimed |\n|:--|--:|--:|:--|:--|"
+            );
+        } else {
+            let _ = writeln!(o, "| Metric | Before | After | Change |\n|:--|--:|--:|:--|");
+        }
+        for row in &g.rows {
+            let b = cell(&row.before);
+            let a = cell(&row.after);
+            let ch = match &row.change {
+                Some(c) => {
+                    let mut t = format!(
+                        "{}{}",
+                        glyph(c.verdict, is_regression(r, row.id)),
+                        cell_text(&c.text)
+                    );
+                    if c.ranges_overlap {
+                        t.push_str("<br><sub>ranges overlap</sub>");
+                    }
+                    t
+                }
+                None => String::new(),
+            };
+            let _ = write!(o, "| {} | {b} | {a} | {ch} |", cell_text(row.title));
+            if claims {
+                match &row.claimed {
+                    Some(c) => {
+                        let _ = write!(
+                            o,
+                            " <sub>{} → {}: {}</sub> |",
+                            cell_text(c.before),
+                            cell_text(c.after),
+                            cell_text(c.improvement)
+                        );
+                    }
+                    None => o.push_str(" |"),
+                }
+            }
+            o.push('\n');
+        }
+        o.push('\n');
+        if g.id == "rollback" {
+            for w in &r.waterfall {
+                waterfall(&mut o, w);
+            }
+        }
+        let notes = notes(g);
+        if !notes.is_empty() {
+            for n in notes {
+                let rows = n
+                    .rows
+                    .iter()
+                    .map(|r| format!("**{}**", cell_text(r)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let line = match &n.at {
+                    Some(at) => format!(
+                        "† {rows}, {}: operator-entered (`{}`): {}",
+                        n.sides,
+                        at.replace('`', "'"),
+                        cell_text(&n.text)
+                    ),
+                    None => format!("{rows}, {}: not measured: {}", n.sides, cell_text(&n.text)),
+                };
+                let _ = writeln!(o, "- <sub>{line}</sub>");
+            }
+            o.push('\n');
+        }
+    }
+
+    let _ = writeln!(o, "<details><summary>How each row is measured</summary>\n");
+    for g in &r.groups {
+        for row in &g.rows {
+            let _ = writeln!(
+                o,
+                "- **{}** (`{}`): {}",
+                cell_text(row.title),
+                row.id,
+                cell_text(&row.how)
+            );
+        }
+    }
+    let _ = writeln!(o, "\n</details>\n");
+    if !r.warnings.is_empty() {
+        let _ = writeln!(o, "**Warnings**\n");
+        for w in &r.warnings {
+            let _ = writeln!(o, "- {}", cell_text(w));
+        }
+        o.push('\n');
+    }
+    let _ = writeln!(
+        o,
+        "<sub>labnode {} · report schema {}</sub>",
+        r.labnode_version, r.schema
+    );
+    o
+}
+
+fn waterfall(o: &mut String, w: &Waterfall) {
+    if w.before_n == 0 && w.after_n == 0 {
+        return;
+    }
+    let secs = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), format::duration);
+    let drills = |n: usize| format!("{n} drill{}", if n == 1 { "" } else { "s" });
+    let _ = writeln!(
+        o,
+        "**{} phases**, medians (before: {}, after: {})\n",
+        capitalise(w.direction),
+        drills(w.before_n),
+        drills(w.after_n)
+    );
+    let _ = writeln!(o, "| Phase | Before | After |\n|:--|--:|--:|");
+    for p in &w.phases {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            p.phase.replace('_', " "),
+            secs(p.before),
+            secs(p.after)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| **every gate green** | **{}** | **{}** |\n",
+        secs(w.before_total),
+        secs(w.after_total)
+    );
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}

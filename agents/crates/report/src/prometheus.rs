@@ -1,0 +1,600 @@
+//! Reading a side from Prometheus's HTTP API: every series the catalog reads, over a time
+//! range, as observations at each step, so the same rows evaluate the same way as on
+//! snapshots.
+//!
+//! A collector exports the newest drill or probe result as gauges, so the same result is
+//! seen at every step until the next one. A record of the kind is put on the step where
+//! that result first appears (its series changed), so a drill counts once.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde::Deserialize;
+
+use crate::catalog;
+use crate::input::{HostSummary, Interner, Name, Observation, Sample, Side};
+
+/// A time range, seconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    /// Start.
+    pub start: f64,
+    /// End.
+    pub end: f64,
+}
+
+/// What can go wrong talking to Prometheus.
+#[derive(Debug, thiserror::Error)]
+pub enum PromError {
+    /// A URL this client cannot use.
+    #[error("--prometheus {url}: {why}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// A range that cannot be read.
+    #[error("`{text}` is not a time range T1..T2: {why}")]
+    Range {
+        /// The text.
+        text: String,
+        /// Why.
+        why: String,
+    },
+    /// No connection.
+    #[error("cannot reach Prometheus at {url}: {why}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// No answer in time.
+    #[error("Prometheus at {url} did not answer within {after:?}")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Prometheus refused the query.
+    #[error("Prometheus at {url} answered {status}: {message}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Its error message.
+        message: String,
+    },
+    /// An answer that is not the API's JSON.
+    #[error("Prometheus at {url} answered something that is not its API's JSON: {why}")]
+    Protocol {
+        /// The URL.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// No labnode series in the range.
+    #[error("Prometheus has no series of the report's metrics in {range} (selector {selector})")]
+    Empty {
+        /// The range.
+        range: String,
+        /// The selector used.
+        selector: String,
+    },
+}
+
+fn rfc(t: f64) -> String {
+    let st = UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
+    humantime::format_rfc3339_seconds(st).to_string()
+}
+
+/// Parses `T1..T2`; each time is RFC 3339, Unix seconds, `now` or `now-DURATION`.
+pub fn parse_range(text: &str, now: SystemTime) -> Result<Range, PromError> {
+    let err = |why: String| PromError::Range {
+        text: text.to_owned(),
+        why,
+    };
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| err("no `..` between the two times".into()))?;
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let time = |t: &str| -> Result<f64, PromError> {
+        let t = t.trim();
+        if t == "now" {
+            return Ok(now_s);
+        }
+        if let Some(ago) = t.strip_prefix("now-") {
+            let d = humantime::parse_duration(ago).map_err(|e| err(format!("`{t}`: {e}")))?;
+            return Ok(now_s - d.as_secs_f64());
+        }
+        if let Ok(v) = t.parse::<f64>() {
+            if v.is_finite() && v >= 0.0 {
+                return Ok(v);
+            }
+        }
+        humantime::parse_rfc3339_weak(t)
+            .map(|st| {
+                st.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+            })
+            .map_err(|_| {
+                err(format!(
+                    "`{t}` is not RFC 3339 (2026-11-24T14:00:00Z), Unix seconds, now or now-1h"
+                ))
+            })
+    };
+    let (start, end) = (time(a)?, time(b)?);
+    if start >= end {
+        return Err(err("the start is not before the end".into()));
+    }
+    Ok(Range { start, end })
+}
+
+/// A Prometheus HTTP API client for the report.
+#[derive(Debug, Clone)]
+pub struct Client {
+    url: String,
+    host: String,
+    port: u16,
+    prefix: String,
+    timeout: Duration,
+    instance: Option<String>,
+}
+
+impl Client {
+    /// A client for `http://HOST[:PORT][/PREFIX]`; `instance` keeps only that node's series.
+    pub fn new(url: &str, timeout: Duration, instance: Option<String>) -> Result<Self, PromError> {
+        let bad = |why: &str| PromError::Url {
+            url: url.to_owned(),
+            why: why.to_owned(),
+        };
+        let rest = if let Some(r) = url.strip_prefix("http://") {
+            r
+        } else if url.starts_with("https://") {
+            return Err(bad(
+                "https is not supported: reach Prometheus over WireGuard or an SSH tunnel (ssh -L 9090:127.0.0.1:9090 HOST) and use http://",
+            ));
+        } else {
+            return Err(bad("expected http://HOST:PORT"));
+        };
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err(bad("credentials in the URL are not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| bad("the port is not a number"))?;
+                (h.trim_start_matches('[').trim_end_matches(']'), port)
+            }
+            _ => (authority, 80),
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        if let Some(i) = &instance {
+            if i.contains(['"', '\\', '\n']) {
+                return Err(bad(
+                    "--instance must not contain quotes, backslashes or newlines",
+                ));
+            }
+        }
+        Ok(Client {
+            url: url.trim_end_matches('/').to_owned(),
+            host: host.to_owned(),
+            port,
+            prefix: prefix.to_owned(),
+            timeout,
+            instance,
+        })
+    }
+
+    /// The selector for every metric the catalog reads.
+    pub fn selector(&self) -> String {
+        let names = catalog::metric_names().join("|");
+        match &self.instance {
+            Some(i) => format!("{{__name__=~\"{names}\",instance=\"{i}\"}}"),
+            None => format!("{{__name__=~\"{names}\"}}"),
+        }
+    }
+
+    /// Reads one side over `range`, one observation per `step` (default: range / 250, at
+    /// least 1 s, and at most 11,000 points, Prometheus's limit).
+    pub fn side(&self, range: Range, step: Option<Duration>) -> Result<Side, PromError> {
+        let span = range.end - range.start;
+        let step = step
+            .map(|s| s.as_secs_f64())
+            .unwrap_or((span / 250.0).max(1.0))
+            .max(span / 11_000.0);
+        let selector = self.selector();
+        let body = form(&[
+            ("query", &selector),
+            ("start", &fmt_time(range.start)),
+            ("end", &fmt_time(range.end)),
+            ("step", &fmt_time(step)),
+        ]);
+        let json = self.post("/api/v1/query_range", body)?;
+        let parsed: ApiResponse =
+            serde_json::from_slice(&json).map_err(|e| PromError::Protocol {
+                url: self.url.clone(),
+                why: e.to_string(),
+            })?;
+        let result = match parsed {
+            ApiResponse {
+                status,
+                data: Some(data),
+                ..
+            } if status == "success" => data.result,
+            other => {
+                return Err(PromError::Refused {
+                    url: self.url.clone(),
+                    status: 200,
+                    message: other.error.unwrap_or_else(|| "no data".into()),
+                });
+            }
+        };
+        let source = format!(
+            "{} {}..{} step {}",
+            self.url,
+            rfc(range.start),
+            rfc(range.end),
+            crate::format::duration(step)
+        );
+        let side = side_from_matrix(vec![source], result);
+        if side.observations.is_empty() {
+            return Err(PromError::Empty {
+                range: format!("{}..{}", rfc(range.start), rfc(range.end)),
+                selector,
+            });
+        }
+        Ok(side)
+    }
+
+    fn post(&self, path: &str, body: String) -> Result<Vec<u8>, PromError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PromError::Connect {
+                url: self.url.clone(),
+                why: format!("cannot start the async runtime: {e}"),
+            })?;
+        let fut = self.post_async(path, body);
+        rt.block_on(async {
+            match tokio::time::timeout(self.timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(PromError::Timeout {
+                    url: self.url.clone(),
+                    after: self.timeout,
+                }),
+            }
+        })
+    }
+
+    async fn post_async(&self, path: &str, body: String) -> Result<Vec<u8>, PromError> {
+        let connect = |why: String| PromError::Connect {
+            url: self.url.clone(),
+            why,
+        };
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| connect(e.to_string()))?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| connect(e.to_string()))?;
+        let driver = tokio::spawn(conn);
+        let host_header = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let req = hyper::Request::post(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, host_header)
+            .header(
+                hyper::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("labnode-report/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| connect(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| connect(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| connect(e.to_string()))?
+            .to_bytes()
+            .to_vec();
+        driver.abort();
+        if status != 200 {
+            let message = serde_json::from_slice::<ApiResponse>(&bytes)
+                .ok()
+                .and_then(|r| r.error)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(300).collect());
+            return Err(PromError::Refused {
+                url: self.url.clone(),
+                status,
+                message,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+fn fmt_time(t: f64) -> String {
+    format!("{t:.3}")
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiData {
+    #[serde(default)]
+    result: Vec<ApiSeries>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiSeries {
+    metric: BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<(f64, String)>,
+}
+
+/// The metric whose change marks a new result of each record kind.
+const FINGERPRINTS: &[(&str, &[&str])] = &[
+    (
+        "rollback_drill",
+        &[
+            "labnode_rollback_phase_seconds",
+            "labnode_rollback_recovery_seconds",
+        ],
+    ),
+    (
+        "safe_switch",
+        &[
+            "labnode_rollback_safe_switch_detect_seconds",
+            "labnode_rollback_safe_switch_recover_seconds",
+        ],
+    ),
+    (
+        "zfs_drill",
+        &[
+            "labnode_zfs_drill_phase_seconds",
+            "labnode_zfs_drill_recovery_seconds",
+        ],
+    ),
+    (
+        "net_bench",
+        &["labnode_net_probe_throughput_bits_per_second"],
+    ),
+];
+
+/// One series of a result: name, labels and the value's bits.
+type Fingerprint = (Name, Vec<(Name, Name)>, u64);
+
+fn side_from_matrix(sources: Vec<String>, result: Vec<ApiSeries>) -> Side {
+    // Steps are exact multiples from the start, so a millisecond key lines series up.
+    let mut at: BTreeMap<i64, Observation> = BTreeMap::new();
+    let mut names = Interner::default();
+    for series in result {
+        let mut metric = None;
+        let mut labels = Vec::with_capacity(series.metric.len());
+        for (k, v) in series.metric {
+            if k == "__name__" {
+                metric = Some(names.get(&v));
+            } else {
+                labels.push((names.get(&k), names.get(&v)));
+            }
+        }
+        let Some(metric) = metric else {
+            continue;
+        };
+        for (t, v) in series.values {
+            let Ok(value) = v.parse::<f64>() else {
+                continue;
+            };
+            if !value.is_finite() {
+                continue;
+            }
+            at.entry((t * 1000.0).round() as i64)
+                .or_insert_with(|| Observation::new(t))
+                .samples
+                .push(Sample {
+                    metric: metric.clone(),
+                    labels: labels.clone(),
+                    value,
+                });
+        }
+    }
+    let mut observations: Vec<Observation> = at.into_values().collect();
+    for o in &mut observations {
+        o.index();
+    }
+    let mut host = HostSummary::default();
+    for o in &mut observations {
+        for s in &o.samples {
+            match &*s.metric {
+                "labnode_collector_up" if s.value == 0.0 => {
+                    if let Some(c) = s.label("collector") {
+                        o.down
+                            .push((c.to_owned(), "labnode_collector_up was 0".to_owned()));
+                    }
+                }
+                "labnode_system_os_info" => {
+                    host.os.extend(s.label("pretty_name").map(str::to_owned))
+                }
+                "labnode_system_kernel_info" => {
+                    host.kernels.extend(s.label("release").map(str::to_owned));
+                }
+                "labnode_system_nixos_generation" => host.nixos_generations.push(s.value as u64),
+                "labnode_system_nixos_system_info" => host.flake_revisions.extend(
+                    s.label("flake_revision")
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned),
+                ),
+                _ => {}
+            }
+            if let Some(i) = s.label("instance") {
+                if s.metric.starts_with("labnode_") {
+                    host.hosts.push(i.to_owned());
+                }
+            }
+        }
+        host.finish();
+    }
+    for (kind, metrics) in FINGERPRINTS {
+        let mut last: Option<Vec<Fingerprint>> = None;
+        for o in &mut observations {
+            let mut fp: Vec<Fingerprint> = o
+                .samples
+                .iter()
+                .filter(|s| metrics.contains(&&*s.metric))
+                .map(|s| (s.metric.clone(), s.labels.clone(), s.value.to_bits()))
+                .collect();
+            if fp.is_empty() {
+                continue;
+            }
+            fp.sort();
+            if last.as_ref() != Some(&fp) {
+                o.records.push((*kind).to_owned());
+                last = Some(fp);
+            }
+        }
+    }
+    Side {
+        sources,
+        observations,
+        host,
+        operator_samples: 0,
+        noun: "points",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(metric: &str, labels: &[(&str, &str)], values: &[(f64, &str)]) -> ApiSeries {
+        let mut m: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        m.insert("__name__".into(), metric.into());
+        ApiSeries {
+            metric: m,
+            values: values.iter().map(|(t, v)| (*t, (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn steps_become_observations_and_a_result_counts_once() {
+        let side = side_from_matrix(
+            vec!["prom".into()],
+            vec![
+                series(
+                    "labnode_rollback_recovery_seconds",
+                    &[("direction", "rollback"), ("instance", "n1")],
+                    &[(10.0, "8.9"), (11.0, "8.9"), (12.0, "9.4"), (13.0, "9.4")],
+                ),
+                series(
+                    "labnode_collector_up",
+                    &[("collector", "gpu"), ("instance", "n1")],
+                    &[(10.0, "0"), (11.0, "1"), (12.0, "1"), (13.0, "NaN")],
+                ),
+            ],
+        );
+        assert_eq!(side.observations.len(), 4);
+        let with_record: Vec<f64> = side
+            .observations
+            .iter()
+            .filter(|o| o.records.iter().any(|r| r == "rollback_drill"))
+            .map(|o| o.at)
+            .collect();
+        assert_eq!(with_record, [10.0, 12.0]);
+        assert_eq!(side.observations[0].down.len(), 1);
+        assert_eq!(side.observations[3].samples.len(), 1, "NaN is no value");
+        assert_eq!(side.host.hosts, ["n1"]);
+    }
+
+    #[test]
+    fn ranges() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let r = parse_range("now-1h..now", now).expect("relative");
+        assert_eq!((r.start, r.end), (996_400.0, 1_000_000.0));
+        let r = parse_range("2026-11-24T14:00:00Z..2026-11-24T15:00:00Z", now).expect("rfc3339");
+        assert_eq!(r.end - r.start, 3600.0);
+        let r = parse_range("100..200.5", now).expect("unix");
+        assert_eq!((r.start, r.end), (100.0, 200.5));
+        for bad in ["now", "200..100", "yesterday..now", "now-1x..now"] {
+            assert!(parse_range(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let c =
+            Client::new("http://127.0.0.1:9090/prom/", Duration::from_secs(1), None).expect("url");
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("127.0.0.1", 9090, "/prom")
+        );
+        let c = Client::new("http://[::1]:9090", Duration::from_secs(1), None).expect("v6");
+        assert_eq!((c.host.as_str(), c.port), ("::1", 9090));
+        let c = Client::new("http://prometheus", Duration::from_secs(1), None).expect("no port");
+        assert_eq!(c.port, 80);
+        for bad in ["https://p:9090", "p:9090", "http://:9090", "http://u:p@h:1"] {
+            assert!(
+                Client::new(bad, Duration::from_secs(1), None).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(encode("a b{c=\"d\"}"), "a%20b%7Bc%3D%22d%22%7D");
+    }
+}
