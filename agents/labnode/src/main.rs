@@ -39,6 +39,9 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Active network probe: `net serve` on one end, `net bench` on the other.
+    #[command(subcommand)]
+    Net(labnode_netprobe::cli::NetCommand),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +228,14 @@ fn config_check(file: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
+fn net(cmd: labnode_netprobe::cli::NetCommand) -> Result<(), Failure> {
+    let cfg = load_config(cmd.config())?;
+    labnode_netprobe::cli::run(cmd, cfg.snapshot_dir()).map_err(|e| Failure {
+        code: e.code,
+        message: e.message,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LABNODE_LOG")
@@ -239,6 +250,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Collect(a) => collect(a),
         Command::Config(ConfigCommand::Check { file }) => config_check(file),
+        Command::Net(cmd) => net(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
