@@ -133,17 +133,19 @@ pub fn forward(
     counters: &Counters,
 ) -> std::io::Result<()> {
     let mut rng = Rng::new();
-    let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    // Packets waiting out their delay: (when due, buffer, length). Buffers are recycled
+    // at full size, so a packet costs one read and one write, nothing more.
+    let mut queue: VecDeque<(Instant, Vec<u8>, usize)> = VecDeque::new();
     let mut pool: Vec<Vec<u8>> = Vec::new();
     const MAX_PACKET: usize = 65_536;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        while queue.front().is_some_and(|(due, _)| *due <= now) {
-            let Some((_, pkt)) = queue.pop_front() else {
+        while queue.front().is_some_and(|(due, _, _)| *due <= now) {
+            let Some((_, pkt, len)) = queue.pop_front() else {
                 break;
             };
-            // SAFETY: pkt is valid for its length.
-            let n = unsafe { libc::write(output.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+            // SAFETY: pkt is valid for len <= its length.
+            let n = unsafe { libc::write(output.as_raw_fd(), pkt.as_ptr().cast(), len) };
             if n < 0 {
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -153,7 +155,7 @@ pub fn forward(
         }
         let wait = queue
             .front()
-            .map_or(Duration::from_millis(100), |(due, _)| {
+            .map_or(Duration::from_millis(100), |(due, _, _)| {
                 due.saturating_duration_since(now)
             })
             .min(Duration::from_millis(100));
@@ -161,8 +163,7 @@ pub fn forward(
             continue;
         }
         for _ in 0..256 {
-            let mut buf = pool.pop().unwrap_or_default();
-            buf.resize(MAX_PACKET, 0);
+            let mut buf = pool.pop().unwrap_or_else(|| vec![0; MAX_PACKET]);
             // SAFETY: buf is valid for MAX_PACKET bytes.
             let n = unsafe { libc::read(input.as_raw_fd(), buf.as_mut_ptr().cast(), MAX_PACKET) };
             if n < 0 {
@@ -175,13 +176,16 @@ pub fn forward(
                 }
                 return Err(e);
             }
-            buf.truncate(usize::try_from(n).unwrap_or(0));
             if imp.loss > 0.0 && rng.next_f64() < imp.loss {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 pool.push(buf);
                 continue;
             }
-            queue.push_back((Instant::now() + imp.delay, buf));
+            queue.push_back((
+                Instant::now() + imp.delay,
+                buf,
+                usize::try_from(n).unwrap_or(0),
+            ));
         }
     }
     Ok(())

@@ -16,6 +16,8 @@ use crate::wire::{self, Hello, Reply};
 
 /// Size of each write: the same 128 KiB iperf3 uses for TCP.
 pub const WRITE_SIZE: usize = 128 * 1024;
+/// Unsent bytes a TCP socket may hold.
+const NOTSENT_LOWAT: u32 = 1024 * 1024;
 
 /// Why a test did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +163,9 @@ fn tcp_stream(
     if got != congestion {
         return Err(format!("asked for {congestion}, the socket has {got}"));
     }
-    s.set_nodelay(false).map_err(|e| e.to_string())?;
+    // Bound what is queued but unsent, so the run ends about when the sender stops even on
+    // a slow path (the socket buffer alone can hold seconds of a lossy WAN's data).
+    sys::set_notsent_lowat(&s, NOTSENT_LOWAT).map_err(|e| format!("TCP_NOTSENT_LOWAT: {e}"))?;
     wire::write_msg(
         &mut s,
         &Hello::Data {
@@ -374,12 +378,17 @@ async fn quic_send(
         let (chunk, progress) = (chunk.clone(), Arc::clone(progress));
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
-                s.write_chunk(chunk.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // Whatever did not fit in the window in time is not waited for.
+                match tokio::time::timeout_at(end.into(), s.write_chunk(chunk.clone())).await {
+                    Ok(r) => r.map_err(|e| e.to_string())?,
+                    Err(_) => break,
+                }
                 progress.fetch_add(WRITE_SIZE as u64, Ordering::Relaxed);
             }
-            s.finish().map_err(|e| e.to_string())?;
+            // Stop at the deadline: what quinn still buffers is abandoned rather than
+            // drained, so a slow path does not stretch the run (the server counts what
+            // arrived, as it does for TCP).
+            s.reset(0u32.into()).map_err(|e| e.to_string())?;
             Ok::<(), String>(())
         }));
     }

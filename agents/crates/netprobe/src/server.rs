@@ -538,6 +538,7 @@ async fn quic_receive(
         conn.close(1u32.into(), b"wrong test id");
         return Err("wrong test id on the QUIC connection".into());
     }
+    tracing::debug!("QUIC: {peer} presented the test id");
     let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let span = Arc::new(Mutex::new((None::<Instant>, None::<Instant>)));
     let mut tasks = Vec::new();
@@ -548,11 +549,13 @@ async fn quic_receive(
             .map_err(|e| format!("waiting for a stream: {e}"))?;
         let (total, span) = (Arc::clone(&total), Arc::clone(&span));
         tasks.push(tokio::spawn(async move {
-            while let Some(chunk) = rs
-                .read_chunk(usize::MAX, false)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            loop {
+                let chunk = match rs.read_chunk(usize::MAX, false).await {
+                    Ok(Some(c)) => c,
+                    // The client resets its streams at the deadline: that is the end.
+                    Ok(None) | Err(quinn::ReadError::Reset(_)) => break,
+                    Err(e) => return Err(e.to_string()),
+                };
                 let now = Instant::now();
                 total.fetch_add(chunk.bytes.len() as u64, Ordering::Relaxed);
                 let mut s = span.lock().unwrap_or_else(|p| p.into_inner());
@@ -562,9 +565,11 @@ async fn quic_receive(
             Ok::<(), String>(())
         }));
     }
+    tracing::debug!("QUIC: {peer} opened {streams} streams");
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
+    tracing::debug!("QUIC: {peer}'s streams ended");
     conn.close(0u32.into(), b"done");
     ep.wait_idle().await;
     let (first, last) = *span.lock().unwrap_or_else(|p| p.into_inner());

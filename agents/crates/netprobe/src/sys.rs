@@ -22,6 +22,26 @@ pub fn set_congestion(sock: &impl AsRawFd, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Caps the socket's unsent data at `bytes` (`TCP_NOTSENT_LOWAT`): writes wait until the
+/// kernel has sent most of what it holds, so a test ends soon after the sender stops.
+pub fn set_notsent_lowat(sock: &impl AsRawFd, bytes: u32) -> std::io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: v is a valid int for the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The socket's congestion control as the kernel reports it.
 pub fn congestion(sock: &impl AsRawFd) -> std::io::Result<String> {
     let mut buf = [0u8; 16];
