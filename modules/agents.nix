@@ -85,6 +85,16 @@
       DeviceAllow = ["char-nvidia-frontend rw" "char-nvidia-uvm rw" "char-nvidia-caps r"];
     }
     else {PrivateDevices = true;};
+
+  # The net collector reads kernel WireGuard devices over generic netlink, which asks for
+  # CAP_NET_ADMIN in the host's user namespace; nothing else gets a capability.
+  netlink = name:
+    lib.optionalAttrs (name == "net") {
+      PrivateUsers = false;
+      CapabilityBoundingSet = ["CAP_NET_ADMIN"];
+      AmbientCapabilities = ["CAP_NET_ADMIN"];
+      RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK"];
+    };
 in {
   options.labnode.agents = {
     enable = lib.mkEnableOption "the labnode agents: one hardened Prometheus exporter service per collector";
@@ -122,7 +132,7 @@ in {
           gpu = { port = 9467; settings.interval = "1s"; };
         }
       '';
-      description = "The collectors to run, by name (`system`, `gpu`), each as its own service.";
+      description = "The collectors to run, by name (`system`, `gpu`, `net`), each as its own service.";
     };
 
     configFile = lib.mkOption {
@@ -154,6 +164,7 @@ in {
             serviceConfig =
               hardening name
               // devices name
+              // netlink name
               // {
                 ExecStart = lib.escapeShellArgs [
                   (lib.getExe cfg.package)
