@@ -8,6 +8,9 @@
 //! directory is shared by every namespace, which is why interface names are unique too.
 
 pub mod relay;
+pub mod signals;
+
+pub use signals::Signals;
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use labnode_netlab::{Lab, Link, Spec, parse_rate};
+use labnode_netlab::{Lab, Link, Signals, Spec, parse_rate};
 
 /// Emulated links between network namespaces for labnode's network tests.
 #[derive(Debug, Parser)]
@@ -54,20 +54,6 @@ enum Cmd {
     },
 }
 
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset operations on a local set; the mask applies to this thread and is
-    // inherited by the threads the lab starts, so only sigwait below sees the signals.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&raw mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut());
-        set
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -92,7 +78,14 @@ fn main() -> ExitCode {
             wireguard,
             ready_file,
         } => {
-            let set = block_signals();
+            // Before any thread starts, so a signal during setup waits for the teardown.
+            let signals = match Signals::block() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("labnode-netlab: cannot block signals: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             let link = match link.as_str() {
                 "veth" if Duration::from(rtt).is_zero() && loss == 0.0 => Link::Veth,
                 "veth" => {
@@ -142,9 +135,7 @@ fn main() -> ExitCode {
                 }
                 None => println!("{json}"),
             }
-            let mut sig = 0;
-            // SAFETY: set is a valid signal set; sig receives the signal number.
-            unsafe { libc::sigwait(&raw const set, &raw mut sig) };
+            signals.wait();
             if let Some(c) = lab.relay_counts() {
                 eprintln!(
                     "labnode-netlab: relay a->b {} forwarded, {} dropped; b->a {} forwarded, {} dropped",

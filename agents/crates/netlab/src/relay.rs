@@ -310,10 +310,7 @@ mod tests {
             took >= Duration::from_millis(50),
             "delivered after {took:?}"
         );
-        assert!(
-            took < Duration::from_millis(500),
-            "delivered after {took:?}"
-        );
+        assert!(took < Duration::from_secs(2), "delivered after {took:?}");
         let mut buf = [0u8; 8];
         // SAFETY: valid buffer.
         assert_eq!(
