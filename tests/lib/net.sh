@@ -29,9 +29,10 @@ start_lab() {
   WGKEYA=$(jq -r '.a.wireguard_public_key // empty' "$j") WGKEYB=$(jq -r '.b.wireguard_public_key // empty' "$j")
 }
 
-# stop_lab: tears the lab down now (SIGTERM to labnode-netlab) and checks nothing is left.
+# stop_lab [SIGNAL]: tears the lab down now (SIGTERM, or SIGNAL, to labnode-netlab, as an
+# interrupted holder would get) and checks nothing is left.
 stop_lab() {
-  kill "$lab_pid" 2>/dev/null || true
+  kill -s "${1:-TERM}" "$lab_pid" 2>/dev/null || true
   wait "$lab_pid" 2>/dev/null || true
   ! ip netns list | grep -qE "^($NSA|$NSB)( |$)" || fail "namespaces left behind after teardown"
   if [ -n "$WGA" ]; then

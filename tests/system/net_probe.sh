@@ -40,6 +40,16 @@ in_a "$LABNODE_BIN" net bench --peer "$ADDRB:9470" --token-file "$T/token" --dur
 grep -Eq '^quic +bbr +[0-9.]+' "$T/table.txt" && grep -q 'experimental upstream' "$T/table.txt" ||
   fail "no table row or no experimental note: $(cat "$T/table.txt")"
 
+# The progress line: drawn on a terminal (a pty from script(1)), never with CI=true.
+pty_bench() { # ENV-ARGS...: net bench on a pseudo-terminal, with env(1) arguments
+  env "$@" script -qec "ip netns exec $NSA $LABNODE_BIN net bench --peer $ADDRB:9470 --token-file $T/token --duration 1 --tcp cubic --out $T/snaps" /dev/null
+}
+pty_bench -u CI >"$T/pty.out" 2>&1 || fail "bench on a pty: $(cat "$T/pty.out")"
+grep -q $'\r  tcp/cubic *\[#' "$T/pty.out" || fail "no progress line on a terminal: $(cat -v "$T/pty.out" | head -5)"
+pty_bench CI=true >"$T/pty-ci.out" 2>&1 || fail "bench on a pty with CI=true: $(cat "$T/pty-ci.out")"
+grep -q '\[#' "$T/pty-ci.out" && fail "a progress line with CI=true: $(cat -v "$T/pty-ci.out" | head -5)"
+note "progress line: drawn on a terminal, not with CI=true, not without a terminal"
+
 # 2. Refusals, with an idle connection held open the whole time.
 in_a bash -c "exec 3<>/dev/tcp/$ADDRB/9470; sleep 30" &
 idle=$!
