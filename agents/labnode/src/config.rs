@@ -13,7 +13,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
 /// Default snapshot directory.
 pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/labnode/snapshots";
 /// Every collector this build knows, in the order they run.
-pub const KNOWN_COLLECTORS: [&str; 2] = ["system", "gpu"];
+pub const KNOWN_COLLECTORS: [&str; 3] = ["system", "gpu", "net"];
 
 /// The whole file. Unknown keys are errors.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -36,6 +36,8 @@ pub struct Collectors {
     pub system: Option<labnode_system::Config>,
     /// The `gpu` collector.
     pub gpu: Option<labnode_gpu::Config>,
+    /// The `net` collector.
+    pub net: Option<labnode_net::Config>,
 }
 
 impl Config {
@@ -55,6 +57,7 @@ impl Config {
                 c.system.as_ref().map(|s| (s.interval, s.deadline)),
             ),
             ("gpu", c.gpu.as_ref().map(|g| (g.interval, g.deadline))),
+            ("net", c.net.as_ref().map(|n| (n.interval, n.deadline))),
         ];
         for (name, schedule) in schedules {
             if let Some((Some(i), Some(d))) = schedule {
@@ -124,6 +127,7 @@ impl Config {
             .filter(|name| match *name {
                 "system" => self.collectors.system.as_ref().is_none_or(|c| c.enabled()),
                 "gpu" => self.collectors.gpu.as_ref().is_none_or(|c| c.enabled()),
+                "net" => self.collectors.net.as_ref().is_none_or(|c| c.enabled()),
                 _ => false,
             })
             .collect()
@@ -162,6 +166,10 @@ impl Config {
             "gpu" => Some(Arc::new(labnode_gpu::GpuCollector::new(
                 &self.collectors.gpu.clone().unwrap_or_default(),
             ))),
+            "net" => Some(Arc::new(labnode_net::NetCollector::new(
+                &self.collectors.net.clone().unwrap_or_default(),
+                &self.snapshot_dir(),
+            ))),
             _ => None,
         }
     }
@@ -181,7 +189,7 @@ mod tests {
     fn defaults_bind_loopback() {
         let cfg = check("").expect("empty config is valid");
         assert!(cfg.listen().ip().is_loopback());
-        assert_eq!(cfg.enabled(), vec!["system", "gpu"]);
+        assert_eq!(cfg.enabled(), vec!["system", "gpu", "net"]);
     }
 
     #[test]
@@ -213,7 +221,7 @@ mod tests {
 
     #[test]
     fn disabled_and_unknown_collectors() {
-        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n")
+        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n  net:\n    enabled: false\n")
             .expect("valid");
         assert!(cfg.enabled().is_empty());
         assert!(cfg.build(&["gpux".into()]).is_err());

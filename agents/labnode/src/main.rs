@@ -43,6 +43,9 @@ enum Command {
     Config(ConfigCommand),
     /// Compare a before and an after (snapshots or Prometheus ranges): Markdown, HTML, JSON.
     Report(Box<report_cmd::ReportArgs>),
+    /// Active network probe: `net serve` on one end, `net bench` on the other.
+    #[command(subcommand)]
+    Net(labnode_netprobe::cli::NetCommand),
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +232,14 @@ fn config_check(file: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
+fn net(cmd: labnode_netprobe::cli::NetCommand) -> Result<(), Failure> {
+    let cfg = load_config(cmd.config())?;
+    labnode_netprobe::cli::run(cmd, cfg.snapshot_dir()).map_err(|e| Failure {
+        code: e.code,
+        message: e.message,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LABNODE_LOG")
@@ -244,6 +255,7 @@ fn main() -> ExitCode {
         Command::Collect(a) => collect(a),
         Command::Config(ConfigCommand::Check { file }) => config_check(file),
         Command::Report(a) => report_cmd::run(*a),
+        Command::Net(cmd) => net(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
