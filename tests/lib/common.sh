@@ -87,11 +87,13 @@ start_gpu_agent() {
   : "${LABNODE_FAKE_NVML_LIB:?LABNODE_FAKE_NVML_LIB must point at the simulated NVML library}"
   [ -f "$profile" ] || profile="$(cd "$(dirname "${BASH_SOURCE[0]}")/../fake-nvml/profiles" && pwd)/$profile.json"
   port=$(free_port)
+  # The collectors are named, so a collector enabled by default elsewhere never joins in.
+  local only=(--collector gpu)
+  [ "$system" = true ] && only+=(--collector system)
   cat >"$T/labnode.yaml" <<YAML
 listen: 127.0.0.1:$port
 collectors:
   system:
-    enabled: $system
     interval: 1s
   gpu:
     interval: 500ms
@@ -99,7 +101,7 @@ collectors:
     window: 200ms
     library: $LABNODE_FAKE_NVML_LIB
 YAML
-  LABNODE_FAKE_NVML_PROFILE=$profile bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml"
+  LABNODE_FAKE_NVML_PROFILE=$profile bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" "${only[@]}"
   wait_for 10 "labnode to serve" curl -fsS "http://127.0.0.1:$port/metrics"
 }
 

@@ -19,7 +19,7 @@ collectors:
     cpu_window: 10ms
     proc_root: $proc
 YAML
-bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml"
+bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" --collector system
 wait_for 10 "labnode to serve" curl -fsS "http://127.0.0.1:$port/metrics"
 
 down() {

@@ -29,7 +29,7 @@ grep -q $'\r' "$T/bench.err" && fail "a progress bar was drawn without a termina
 note "1 Gbit/s veth: $(jq -r '[.runs[] | "\(.protocol)/\(.congestion) \(.throughput_bits_per_second / 1e6 | floor) Mbit/s"] | join(", ")' "$T/bench.json")"
 snap=$(ls "$T"/snaps/*-gbit.json)
 jq -e '(.records[] | select(.kind == "net_bench") | .data.runs | length) == 4 and
-  ([.samples[] | select(.metric == "labnode_net_probe_throughput_bits_per_second" and .labels.path == "direct")] | length) == 4 and
+  ([.samples[] | select(.metric == "labnode_net_probe_throughput_bytes_per_second" and .labels.path == "direct")] | length) == 4 and
   ([.samples[] | select(.metric == "labnode_net_probe_cpu_seconds_per_gigabit")] | length) == 8' "$snap" >/dev/null ||
   fail "the snapshot lacks the net_bench record or its samples: $(jq -c '[.samples[].metric] | unique' "$snap")"
 note "snapshot $(basename "$snap"): a net_bench record and the contract's probe samples"

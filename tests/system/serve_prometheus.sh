@@ -11,7 +11,7 @@ collectors:
     interval: 1s
     deadline: 1s
 YAML
-bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml"
+bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" --collector system
 served_up() {
   curl -fsS "http://127.0.0.1:$port/metrics" >"$T/metrics.txt"
   [ "$(metric_value "$T/metrics.txt" 'labnode_collector_up{collector="system"}')" = 1 ]

@@ -38,8 +38,6 @@ pub enum Unit {
     Hertz,
     /// Bytes per second.
     BytesPerSecond,
-    /// Bits per second.
-    BitsPerSecond,
     /// A plain count or number without unit.
     Count,
     /// An info or state series: the labels carry the information, the value is 0 or 1.
@@ -59,7 +57,6 @@ impl Unit {
             Unit::Joules => "joules",
             Unit::Hertz => "hertz",
             Unit::BytesPerSecond => "bytes_per_second",
-            Unit::BitsPerSecond => "bits_per_second",
             Unit::Count => "count",
             Unit::Info => "info",
         }

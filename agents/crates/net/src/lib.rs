@@ -777,7 +777,7 @@ mod tests {
                     ("path", "wireguard")
                 ]
             ),
-            Some(3e8)
+            Some(3e8 / 8.0)
         );
         assert!(value(&m, probe::names::TIMESTAMP, &[("path", "wireguard")]).is_some());
     }

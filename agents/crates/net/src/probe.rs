@@ -69,7 +69,7 @@ impl RunResult {
 /// The names of the probe series (the metric contract's `net bench` rows).
 pub mod names {
     /// Goodput over the run.
-    pub const THROUGHPUT: &str = "labnode_net_probe_throughput_bits_per_second";
+    pub const THROUGHPUT: &str = "labnode_net_probe_throughput_bytes_per_second";
     /// Mean RTT under load.
     pub const RTT: &str = "labnode_net_probe_rtt_seconds";
     /// Retransmitted segments or packets.
@@ -91,9 +91,9 @@ pub fn add_run_metrics(m: &mut Metrics, path: &str, run: &RunResult, taken_at: O
     m.gauge(
         names::THROUGHPUT,
         "Goodput of the last net bench run over all streams, as the server received it.",
-        Unit::BitsPerSecond,
+        Unit::BytesPerSecond,
     )
-    .push(&l, run.throughput_bits_per_second);
+    .push(&l, run.throughput_bits_per_second / 8.0);
     if let Some(rtt) = run.rtt_seconds {
         m.gauge(
             names::RTT,
@@ -211,17 +211,18 @@ mod tests {
                 })
                 .map(|s| s.value)
         };
+        // Exported in bytes per second, the base unit.
         assert_eq!(
             get("direct", "cubic"),
-            Some(5e8),
+            Some(5e8 / 8.0),
             "the newer cubic run replaces the older"
         );
         assert_eq!(
             get("direct", "bbr"),
-            Some(2e9),
+            Some(2e9 / 8.0),
             "an older run of another controller stays"
         );
-        assert_eq!(get("wireguard", "bbr"), Some(3e8));
+        assert_eq!(get("wireguard", "bbr"), Some(3e8 / 8.0));
         let cpu = m
             .families()
             .iter()

@@ -318,7 +318,7 @@ const fn base_unit(d: Display) -> Unit {
     match d {
         Display::Duration | Display::CpuPerGigabit => Unit::Seconds,
         Display::Bytes => Unit::Bytes,
-        Display::BitRate => Unit::BitsPerSecond,
+        Display::BitRate => Unit::BytesPerSecond,
         Display::Percent | Display::Factor => Unit::Ratio,
         Display::Watts => Unit::Watts,
         Display::Count => Unit::Count,
@@ -686,7 +686,7 @@ pub static CATALOG: &[Group] = &[
                 "TCP goodput as deployed: the host's congestion control, through its tunnel if it has one",
                 "TCP as deployed",
                 value(
-                    "labnode_net_probe_throughput_bits_per_second",
+                    "labnode_net_probe_throughput_bytes_per_second",
                     DEPLOYED_TCP,
                     Agg::Mean,
                 ),
@@ -701,7 +701,7 @@ pub static CATALOG: &[Group] = &[
                 "TCP CUBIC goodput, direct path",
                 "TCP CUBIC",
                 value(
-                    "labnode_net_probe_throughput_bits_per_second",
+                    "labnode_net_probe_throughput_bytes_per_second",
                     &[
                         ("protocol", Is("tcp")),
                         ("congestion", Is("cubic")),
@@ -719,7 +719,7 @@ pub static CATALOG: &[Group] = &[
                 "TCP BBR goodput, direct path",
                 "TCP BBR",
                 value(
-                    "labnode_net_probe_throughput_bits_per_second",
+                    "labnode_net_probe_throughput_bytes_per_second",
                     &[
                         ("protocol", Is("tcp")),
                         ("congestion", Is("bbr")),
@@ -739,11 +739,11 @@ pub static CATALOG: &[Group] = &[
                 "QUIC / TCP",
                 Measure::Ratio {
                     num: sel(
-                        "labnode_net_probe_throughput_bits_per_second",
+                        "labnode_net_probe_throughput_bytes_per_second",
                         &[("protocol", Is("quic")), ("path", Is("direct"))],
                     ),
                     den: sel(
-                        "labnode_net_probe_throughput_bits_per_second",
+                        "labnode_net_probe_throughput_bytes_per_second",
                         &[("protocol", Is("tcp")), ("path", Is("direct"))],
                     ),
                     on: &["congestion"],
@@ -761,11 +761,11 @@ pub static CATALOG: &[Group] = &[
                 "WireGuard cost",
                 Measure::Ratio {
                     num: sel(
-                        "labnode_net_probe_throughput_bits_per_second",
+                        "labnode_net_probe_throughput_bytes_per_second",
                         &[("path", Is("wireguard"))],
                     ),
                     den: sel(
-                        "labnode_net_probe_throughput_bits_per_second",
+                        "labnode_net_probe_throughput_bytes_per_second",
                         &[("path", Is("direct"))],
                     ),
                     on: &["protocol", "congestion"],

@@ -49,7 +49,7 @@ impl Context {
             if !o.records.iter().any(|r| r == "net_bench") {
                 continue;
             }
-            for s in o.metric("labnode_net_probe_throughput_bits_per_second") {
+            for s in o.metric("labnode_net_probe_throughput_bytes_per_second") {
                 if s.label("protocol") == Some("tcp") {
                     benched.extend(s.label("congestion"));
                     paths.extend(s.label("path"));
@@ -307,7 +307,7 @@ mod tests {
         let o = obs(
             vec![
                 s(
-                    "labnode_net_probe_throughput_bits_per_second",
+                    "labnode_net_probe_throughput_bytes_per_second",
                     &[
                         ("protocol", "tcp"),
                         ("congestion", "cubic"),
@@ -316,7 +316,7 @@ mod tests {
                     9e8,
                 ),
                 s(
-                    "labnode_net_probe_throughput_bits_per_second",
+                    "labnode_net_probe_throughput_bytes_per_second",
                     &[
                         ("protocol", "tcp"),
                         ("congestion", "bbr"),
@@ -325,7 +325,7 @@ mod tests {
                     4e8,
                 ),
                 s(
-                    "labnode_net_probe_throughput_bits_per_second",
+                    "labnode_net_probe_throughput_bytes_per_second",
                     &[
                         ("protocol", "tcp"),
                         ("congestion", "bbr"),
@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(Context::of(&side).congestion.as_deref(), Some("bbr"));
         let only_cubic = obs(
             vec![s(
-                "labnode_net_probe_throughput_bits_per_second",
+                "labnode_net_probe_throughput_bytes_per_second",
                 &[
                     ("protocol", "tcp"),
                     ("congestion", "cubic"),

@@ -91,8 +91,9 @@ pub fn value(display: Display, v: f64) -> String {
     match display {
         Display::Duration => duration(v),
         Display::Bytes => scaled(v, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"]),
+        // Values are in the metric's base unit, bytes per second; people read links in bits.
         Display::BitRate => scaled(
-            v,
+            v * 8.0,
             1000.0,
             &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"],
         ),
@@ -331,8 +332,9 @@ mod tests {
         assert_eq!(duration(59.99), "1 min");
         assert_eq!(value(Display::Bytes, 7_980_711_936.0), "7.43 GiB");
         assert_eq!(value(Display::Bytes, 512.0), "512 B");
-        assert_eq!(value(Display::BitRate, 956_400_000.0), "956 Mbit/s");
-        assert_eq!(value(Display::BitRate, 9.41e9), "9.41 Gbit/s");
+        // Bit rates are stored in bytes per second and shown in bits.
+        assert_eq!(value(Display::BitRate, 119_550_000.0), "956 Mbit/s");
+        assert_eq!(value(Display::BitRate, 9.41e9 / 8.0), "9.41 Gbit/s");
         assert_eq!(value(Display::Percent, 0.8), "80%");
         assert_eq!(value(Display::Percent, 0.995), "99.5%");
         assert_eq!(value(Display::Percent, 1.0), "100%");

@@ -223,17 +223,18 @@ const BYTE_UNITS: &[(&str, f64)] = &[
     ("PiB", 1125899906842624.0),
 ];
 
+/// Link rates as people write them, into bytes per second (the metrics' base unit).
 const BIT_UNITS: &[(&str, f64)] = &[
-    ("bit/s", 1.0),
-    ("bps", 1.0),
-    ("kbit/s", 1e3),
-    ("kbps", 1e3),
-    ("Kbps", 1e3),
-    ("Mbit/s", 1e6),
-    ("Mbps", 1e6),
-    ("Gbit/s", 1e9),
-    ("Gbps", 1e9),
-    ("Tbit/s", 1e12),
+    ("bit/s", 1.0 / 8.0),
+    ("bps", 1.0 / 8.0),
+    ("kbit/s", 1e3 / 8.0),
+    ("kbps", 1e3 / 8.0),
+    ("Kbps", 1e3 / 8.0),
+    ("Mbit/s", 1e6 / 8.0),
+    ("Mbps", 1e6 / 8.0),
+    ("Gbit/s", 1e9 / 8.0),
+    ("Gbps", 1e9 / 8.0),
+    ("Tbit/s", 1e12 / 8.0),
 ];
 
 /// "12 TB" with a unit from `units` (exact spelling), into base units.
@@ -284,7 +285,8 @@ mod tests {
         assert_eq!(rb.bound, Some(Bound::AtLeast));
         assert_eq!(rb.at, format!("{}:2:3", p.display()));
         assert_eq!(op.before["rpo"].val, Val::Num(604_800.0));
-        assert_eq!(op.before["net_deployed"].val, Val::Num(8e8));
+        // "800 Mbit/s", in bytes per second.
+        assert_eq!(op.before["net_deployed"].val, Val::Num(1e8));
         assert_eq!(op.before["rollback_success"].val, Val::Num(0.5));
         assert_eq!(op.before["storage_logical"].val, Val::Num(12e12));
         assert_eq!(op.after["secrets_outside_store"].val, Val::Num(1.0));

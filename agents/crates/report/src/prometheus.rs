@@ -412,7 +412,7 @@ const FINGERPRINTS: &[(&str, &[&str])] = &[
     ),
     (
         "net_bench",
-        &["labnode_net_probe_throughput_bits_per_second"],
+        &["labnode_net_probe_throughput_bytes_per_second"],
     ),
 ];
 
