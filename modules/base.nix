@@ -18,6 +18,17 @@ in {
       description = "SSH public keys allowed to log in as root (passwords are off, so without one nobody can log in; a build warns).";
     };
 
+    nftables = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      description = ''
+        Whether the firewall runs on nftables (`networking.nftables.enable`, which makes
+        `networking.firewall.backend` "nftables"). Its input chain has the policy drop, which
+        the net collector reads over netlink as `labnode_net_firewall_default_deny`; with the
+        iptables backend the verdict is not measured.
+      '';
+    };
+
     bootEntries = lib.mkOption {
       type = lib.types.ints.between 2 1000;
       default = 30;
@@ -109,5 +120,6 @@ in {
     users.users.root.openssh.authorizedKeys.keys = cfg.sshAuthorizedKeys;
 
     networking.firewall.enable = true;
+    networking.nftables.enable = cfg.nftables;
   };
 }

@@ -85,6 +85,14 @@ in {
     # Network tuning is in force.
     assert c220g5.succeed("sysctl -n net.ipv4.tcp_congestion_control").strip() == "bbr"
 
+    # The firewall runs on nftables and the net collector (a dynamic user with CAP_NET_ADMIN
+    # only) reads its input policy as default deny.
+    c220g5.succeed("nft list chain inet nixos-fw input | grep -q 'policy drop'")
+    eventually(
+        "the net collector to report the firewall's default deny",
+        lambda: "labnode_net_firewall_default_deny 1" in c220g5.succeed("curl -sf http://127.0.0.1:9469/metrics"),
+    )
+
     # The generated labnode configuration passes its own check.
     c220g5.succeed("labnode config check /etc/labnode/config.yaml")
 

@@ -6,6 +6,8 @@
 //! Everything under `/proc/net` and `/proc/sys/net` describes the network namespace of the
 //! process, so an agent started inside a namespace reports that namespace.
 
+pub mod firewall;
+pub mod netlink;
 pub mod probe;
 pub mod procfs;
 pub mod wireguard;
@@ -20,7 +22,7 @@ use labnode_core::snapshot::{RecordIndex, Store};
 use labnode_core::{CollectError, Collector, Metrics, Unit};
 use serde::Deserialize;
 
-use crate::wireguard::{Device, netlink, uapi};
+use crate::wireguard::{Device, netlink as wg_netlink, uapi};
 
 /// Where wireguard-go and other userspace implementations put their UAPI sockets.
 pub const DEFAULT_WIREGUARD_SOCKET_DIR: &str = "/var/run/wireguard";
@@ -282,6 +284,29 @@ impl NetCollector {
         Ok(())
     }
 
+    /// Whether the input firewall drops what no rule accepts (see [`firewall`]). Never fails
+    /// the collector: where nf_tables cannot be read (no `CAP_NET_ADMIN`, no nf_tables) or
+    /// cannot decide (legacy iptables tables), the series is absent.
+    fn firewall(&self, m: &mut Metrics) {
+        let chains = match firewall::chains(self.deadline) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("firewall not read: {e}");
+                return;
+            }
+        };
+        if let Some(deny) =
+            firewall::default_deny(&chains, firewall::Families::read(&self.proc_root))
+        {
+            m.gauge(
+                "labnode_net_firewall_default_deny",
+                "1 if, for IPv4 and (when on) IPv6, an nf_tables input base chain has the policy drop; 0 if input is accepted by default.",
+                Unit::Info,
+            )
+            .push(&[], if deny { 1.0 } else { 0.0 });
+        }
+    }
+
     /// WireGuard interfaces of this namespace: kernel ones over netlink, the rest through
     /// UAPI sockets whose interface exists here (the socket directory is shared by every
     /// namespace, so a socket alone proves nothing).
@@ -296,7 +321,7 @@ impl NetCollector {
             })
             .collect();
         if self.netlink && !kernel.is_empty() {
-            match netlink::Client::open(self.deadline).and_then(|mut c| {
+            match wg_netlink::Client::open(self.deadline).and_then(|mut c| {
                 let fam = c.wireguard_family()?;
                 Ok((c, fam))
             }) {
@@ -455,6 +480,7 @@ impl Collector for NetCollector {
         self.congestion(&mut m)?;
         let here = self.interfaces(&mut m)?;
         self.tcp(&mut m)?;
+        self.firewall(&mut m);
         let (devices, errors) = self.wireguard(&here);
         self.wireguard_metrics(&mut m, &devices, SystemTime::now());
         if !errors.is_empty() {
