@@ -1,6 +1,7 @@
 //! `labnode`: the one binary of the labnode agents.
 
 mod config;
+mod rollback;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +22,8 @@ use crate::config::Config;
 #[command(after_help = "Examples:\n  \
     labnode serve --config /etc/labnode/config.yaml    # Prometheus exporter on 127.0.0.1:9466\n  \
     labnode collect --label before --out ./snapshots  # one snapshot of this host\n  \
-    labnode config check /etc/labnode/config.yaml     # validate a config file\n\n\
+    labnode config check /etc/labnode/config.yaml     # validate a config file\n  \
+    labnode drill rollback                            # the rollback drill's plan; --yes runs it\n\n\
     Exit codes: 0 success, 1 failure while running, 2 bad arguments or configuration.\n\
     Logging: set LABNODE_LOG (e.g. LABNODE_LOG=debug).")]
 struct Cli {
@@ -39,6 +41,19 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Drills: measure a recovery by doing it, then put everything back.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+    /// Switch to a new system generation behind health gates; roll back by itself when a
+    /// gate stays red, activation fails, labnode dies or the host reboots first.
+    SafeSwitch(rollback::SafeSwitchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DrillCommand {
+    /// Roll the system profile back one generation and forward again, timing every phase
+    /// until every health gate is green. Prints the plan unless --yes.
+    Rollback(rollback::DrillRollbackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +254,8 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Collect(a) => collect(a),
         Command::Config(ConfigCommand::Check { file }) => config_check(file),
+        Command::Drill(DrillCommand::Rollback(a)) => rollback::drill(a),
+        Command::SafeSwitch(a) => rollback::safe_switch(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
