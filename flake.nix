@@ -53,6 +53,7 @@
       lint = pkgs.runCommand "labnode-deadnix" {nativeBuildInputs = [pkgs.deadnix];} ''
         deadnix --fail ${self} && touch $out
       '';
+      rollback-vm = import ./tests/rollback.nix {inherit self pkgs;};
       rules = pkgs.runCommand "labnode-rules-check" {nativeBuildInputs = [pkgs.prometheus.cli];} ''
         cd ${./modules/monitoring/rules}
         promtool check rules *.yaml

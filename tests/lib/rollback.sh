@@ -4,6 +4,11 @@
 # Source after common.sh. NIX_CONFIG (offline, single-user) comes from tests/run.
 
 ROLLBACK_NIX="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../agents/crates/rollback/scratch" && pwd)/generation.nix"
+# stop_web: stops the test web service a proc-mode generation left running (at exit too).
+stop_web() {
+  if [ -f "$T/web/pid" ]; then kill -15 -- "-$(cat "$T/web/pid")" 2>/dev/null || true; fi
+}
+trap 'stop_web; cleanup' EXIT
 command -v busybox >/dev/null || fail "busybox (busybox-static) is needed for the test's HTTP service"
 command -v nix-build >/dev/null || fail "nix-build (nix-bin) is needed"
 

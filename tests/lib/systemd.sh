@@ -19,6 +19,7 @@ sd_pid=
 
 _sd_cleanup() {
   halt_systemd
+  if declare -F stop_web >/dev/null; then stop_web; fi
   local c d
   for c in "${sd_cgroups[@]}"; do
     [ -d "$c" ] || continue

@@ -48,6 +48,7 @@ newest() { newest_snapshot "$T/snaps"; }
 
 # 1. A drill: the units_settled phase and the systemd gates.
 labnode drill rollback --yes >"$T/drill.txt" 2>&1 || fail "the drill failed: $(cat "$T/drill.txt")"
+sed 's/^/    | /' "$T/drill.txt"
 s=$(newest)
 for dir in rollback rollforward; do
   sel=".directions[] | select(.direction == \"$dir\")"

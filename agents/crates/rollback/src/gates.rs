@@ -589,17 +589,26 @@ fn tcp(addr: &str, bound: Duration) -> Result<(), String> {
     Err(last)
 }
 
-fn get(url: &str, bound: Duration) -> Result<(u16, String), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(bound))
+thread_local! {
+    /// One HTTP agent per gate thread, kept between checks (no connection pooling: every
+    /// check opens a fresh connection, so an old server process cannot answer for a new one).
+    static AGENT: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_idle_connections(0)
         .build()
         .into();
-    let mut resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
+}
+
+fn get(url: &str, bound: Duration) -> Result<(u16, String), String> {
+    let resp = AGENT.with(|agent| {
+        agent
+            .get(url)
+            .config()
+            .timeout_global(Some(bound))
+            .build()
+            .call()
+    });
+    let mut resp = resp.map_err(|e| format!("GET {url}: {e}"))?;
     let status = resp.status().as_u16();
     let body = resp
         .body_mut()
