@@ -11,6 +11,7 @@
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/rollback.sh"
 . "$(dirname "$0")/../lib/systemd.sh"
+M="$(cd "$(dirname "$0")/../../modules/monitoring" && pwd)"
 
 D=3
 port=8080 # in the private network namespace
@@ -26,8 +27,12 @@ nix-env --profile "$profile" --set "$v2" 2>/dev/null
 in_sd "$v2/bin/switch-to-configuration" switch >/dev/null
 healthy() { in_sd curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null | grep -q "version $1"; }
 wait_for 20 "generation 2's web.service" healthy "sd-v2-$$"
+lport=$(free_port)
 cat >"$T/labnode.yaml" <<YAML
+listen: 127.0.0.1:$lport
 snapshot_dir: $T/snaps
+collectors:
+  rollback: {interval: 1s, deadline: 1s}
 rollback:
   profile: $profile
   current_system: $T/current-system
@@ -45,6 +50,21 @@ rollback:
 YAML
 labnode() { in_sd "$LABNODE_BIN" "$@" --config "$T/labnode.yaml"; }
 newest() { newest_snapshot "$T/snaps"; }
+
+# The rollback collector (outside the namespace, reading the same store) and a real
+# Prometheus with the shipped rollback rules, to see the safe-switch series and alert.
+bg collector "$LABNODE_BIN" serve --config "$T/labnode.yaml" --collector rollback
+wait_for 10 "the rollback collector" curl -fsS "http://127.0.0.1:$lport/metrics"
+pport=$(free_port)
+{
+  echo "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}"
+  echo "rule_files: ['$M/rules/rollback.yaml']"
+  echo "scrape_configs: [{job_name: labnode-rollback, static_configs: [{targets: ['127.0.0.1:$lport']}]}]"
+} >"$T/prometheus.yml"
+bg prometheus prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/pdata" --web.listen-address="127.0.0.1:$pport"
+wait_for 30 "prometheus" curl -fsS "http://127.0.0.1:$pport/-/ready"
+zero() { [ "$(prom_query "$pport" 'labnode_rollback_safe_switch_total{outcome="rolled_back"}')" = 0 ]; }
+wait_for 30 "Prometheus to scrape the rollback collector before any switch" zero
 
 # 1. A drill: the units_settled phase and the systemd gates.
 labnode drill rollback --yes >"$T/drill.txt" 2>&1 || fail "the drill failed: $(cat "$T/drill.txt")"
@@ -105,6 +125,12 @@ rolled_back "activation fails" "activation failed: .*exit status: 1.*a unit fail
 within "recover after a failed activation" "$recover" "$D" 0.25 0.5
 awk -v d="$detect" 'BEGIN { exit !(d < 1) }' || fail "detecting a failed activation took ${detect}s"
 note "activation exits 1: rolled back, exit 1; detected in ${detect}s, recovered in ${recover}s"
+firing() { curl -fsS "http://127.0.0.1:$pport/api/v1/alerts" | jq -e '.data.alerts[] | select(.labels.alertname == "SafeSwitchRolledBack" and .state == "firing")' >/dev/null; }
+wait_for 30 "SafeSwitchRolledBack to fire" firing
+expect_value "$pport" labnode_rollback_safe_switch_detect_seconds "$detect" 1e-9
+expect_value "$pport" labnode_rollback_safe_switch_recover_seconds "$recover" 1e-9
+expect_value "$pport" 'labnode_rollback_safe_switch_total{outcome="confirmed"}' 1
+note "Prometheus: SafeSwitchRolledBack fires; time to detect and to recover as recorded"
 
 # 4. A unit that fails at once: the no-failed gate stays red until the confirm timeout.
 unitfail=$(web_generation "sd-unitfail-$$" unitfail "$D" "$port" systemd)
