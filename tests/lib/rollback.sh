@@ -78,3 +78,27 @@ within() {
 profile_gen() {
   readlink "$1" | sed -E 's/.*-([0-9]+)-link$/\1/'
 }
+
+# watch_rollback LABNODE_PORT: runs the rollback collector (`labnode serve` with
+# $T/labnode.yaml, listening on LABNODE_PORT) and a real Prometheus scraping it every second
+# with the shipped rollback and recording rules (the recording group's 1m interval cut to
+# 1s); waits until Prometheus has scraped the zero counters. Sets $pport.
+watch_rollback() {
+  local M
+  M="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../modules/monitoring" && pwd)"
+  bg rollback-collector "$LABNODE_BIN" serve --config "$T/labnode.yaml" --collector rollback
+  wait_for 10 "the rollback collector" curl -fsS "http://127.0.0.1:$1/metrics"
+  sed 's/^    interval: 1m$/    interval: 1s/' "$M/rules/recording.yaml" >"$T/recording.yaml"
+  pport=$(free_port)
+  {
+    echo "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}"
+    echo "rule_files: ['$M/rules/rollback.yaml', '$T/recording.yaml']"
+    echo "scrape_configs: [{job_name: labnode-rollback, static_configs: [{targets: ['127.0.0.1:$1']}]}]"
+  } >"$T/prometheus.yml"
+  bg prometheus prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/pdata" \
+    --web.listen-address="127.0.0.1:$pport"
+  wait_for 30 "prometheus" curl -fsS "http://127.0.0.1:$pport/-/ready"
+  _zero() { [ "$(prom_query "$pport" 'labnode_rollback_safe_switch_total{outcome="rolled_back"}')" = 0 ] &&
+    [ "$(prom_query "$pport" 'labnode_rollback_drills_total{result="success"}')" = 0 ]; }
+  wait_for 30 "Prometheus to scrape the rollback collector before any run" _zero
+}

@@ -75,19 +75,7 @@ note "without --yes: the plan (generations 2 -> 1 -> 2, 2 gates) and nothing cha
 
 # 2. The rollback collector, scraped by a real Prometheus with the shipped rollback and
 #    recording rules (the recording group's 1m interval shortened to 1s for the test).
-bg labnode "$LABNODE_BIN" serve --config "$T/labnode.yaml" --collector rollback
-wait_for 10 "the rollback collector" curl -fsS "http://127.0.0.1:$lport/metrics"
-sed 's/^    interval: 1m$/    interval: 1s/' "$M/rules/recording.yaml" >"$T/recording.yaml"
-pport=$(free_port)
-{
-  echo "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}"
-  echo "rule_files: ['$M/rules/rollback.yaml', '$T/recording.yaml']"
-  echo "scrape_configs: [{job_name: labnode-rollback, static_configs: [{targets: ['127.0.0.1:$lport']}]}]"
-} >"$T/prometheus.yml"
-bg prometheus prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/pdata" --web.listen-address="127.0.0.1:$pport"
-wait_for 30 "prometheus" curl -fsS "http://127.0.0.1:$pport/-/ready"
-zero_seen() { [ "$(prom_query "$pport" 'labnode_rollback_drills_total{result="success"}')" = 0 ]; }
-wait_for 30 "Prometheus to scrape the rollback collector before any drill" zero_seen
+watch_rollback "$lport"
 
 # 3. The drill.
 start=$(date +%s.%N)

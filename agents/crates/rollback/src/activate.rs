@@ -120,11 +120,15 @@ pub fn run(system: &Path, action: &str, timeout: Duration) -> Result<Activated, 
             source,
         })?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let (eof_tx, eof_rx) = mpsc::channel();
+    let mut readers = 0;
     if let Some(out) = child.stdout.take() {
-        keep_tail(out, &tail);
+        keep_tail(out, &tail, eof_tx.clone());
+        readers += 1;
     }
     if let Some(err) = child.stderr.take() {
-        keep_tail(err, &tail);
+        keep_tail(err, &tail, eof_tx);
+        readers += 1;
     }
     let pid = child.id() as libc::pid_t;
     let (tx, rx) = mpsc::channel();
@@ -134,8 +138,17 @@ pub fn run(system: &Path, action: &str, timeout: Duration) -> Result<Activated, 
     let status = rx.recv_timeout(timeout);
     let took = start.elapsed();
     let output = |tail: &Arc<Mutex<VecDeque<String>>>| {
-        // The readers get a moment to take in the last lines written before the exit.
-        std::thread::sleep(Duration::from_millis(5));
+        // The readers take in the last lines written before the exit: until both pipes
+        // end, or for at most 200 ms when a daemon the script started keeps them open.
+        let end = Instant::now() + Duration::from_millis(200);
+        for _ in 0..readers {
+            if eof_rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+                .is_err()
+            {
+                break;
+            }
+        }
         tail.lock()
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default()
@@ -169,7 +182,11 @@ pub fn run(system: &Path, action: &str, timeout: Duration) -> Result<Activated, 
     }
 }
 
-fn keep_tail<R: Read + Send + 'static>(r: R, tail: &Arc<Mutex<VecDeque<String>>>) {
+fn keep_tail<R: Read + Send + 'static>(
+    r: R,
+    tail: &Arc<Mutex<VecDeque<String>>>,
+    eof: mpsc::Sender<()>,
+) {
     let tail = Arc::clone(tail);
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
@@ -182,6 +199,7 @@ fn keep_tail<R: Read + Send + 'static>(r: R, tail: &Arc<Mutex<VecDeque<String>>>
                 t.push_back(line);
             }
         }
+        let _ = eof.send(());
     });
 }
 

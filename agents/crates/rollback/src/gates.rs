@@ -390,8 +390,18 @@ pub fn run(
             }
         }
         if timed_out {
+            // The gates that passed earlier may have turned red since (a unit that was
+            // active for a moment, then failed): the record says how they are now.
+            let mut checker = Checker::new(env.clone());
             for (i, o) in outcomes.iter_mut().enumerate() {
                 o.passed = green_since[i].is_some();
+                if o.passed {
+                    o.checks += 1;
+                    if let Err(e) = checker.check(&gates[i].check, polling_since, CHECK_BOUND) {
+                        o.passed = false;
+                        o.last_error = Some(format!("red again after passing: {e}"));
+                    }
+                }
             }
             return GatesResult {
                 gates: outcomes,

@@ -293,6 +293,21 @@ impl<'a> Engine<'a> {
         target: &Path,
         gate_deadline: Option<Duration>,
     ) -> Switch {
+        let sw = self.switch_inner(direction, from, flip, target, gate_deadline);
+        if let Some(e) = &sw.error {
+            tracing::warn!("{direction} to {}: {e}", target.display());
+        }
+        sw
+    }
+
+    fn switch_inner(
+        &self,
+        direction: &str,
+        from: Option<u64>,
+        flip: Flip,
+        target: &Path,
+        gate_deadline: Option<Duration>,
+    ) -> Switch {
         let p = self.ctx.progress;
         let start = Instant::now();
         let mut sw = Switch {
