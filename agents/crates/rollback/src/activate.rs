@@ -137,10 +137,10 @@ pub fn run(system: &Path, action: &str, timeout: Duration) -> Result<Activated, 
     });
     let status = rx.recv_timeout(timeout);
     let took = start.elapsed();
-    let output = |tail: &Arc<Mutex<VecDeque<String>>>| {
+    let output = |tail: &Arc<Mutex<VecDeque<String>>>, wait: Duration| {
         // The readers take in the last lines written before the exit: until both pipes
-        // end, or for at most 200 ms when a daemon the script started keeps them open.
-        let end = Instant::now() + Duration::from_millis(200);
+        // end, or for at most `wait` when a daemon the script started keeps them open.
+        let end = Instant::now() + wait;
         for _ in 0..readers {
             if eof_rx
                 .recv_timeout(end.saturating_duration_since(Instant::now()))
@@ -154,16 +154,17 @@ pub fn run(system: &Path, action: &str, timeout: Duration) -> Result<Activated, 
             .unwrap_or_default()
     };
     match status {
+        // A success goes on to the gates soon: its output is for the debug log only.
         Ok(Ok(s)) if s.success() => Ok(Activated {
             took,
-            output: output(&tail),
+            output: output(&tail, Duration::from_millis(50)),
         }),
         Ok(Ok(status)) => Err(ActivationError::Failed {
             program,
             action: action.to_owned(),
             status,
             took,
-            output: output(&tail),
+            output: output(&tail, Duration::from_millis(200)),
         }),
         Ok(Err(source)) => Err(ActivationError::Spawn { program, source }),
         Err(_) => {
@@ -176,7 +177,7 @@ pub fn run(system: &Path, action: &str, timeout: Duration) -> Result<Activated, 
                 program,
                 action: action.to_owned(),
                 took,
-                output: output(&tail),
+                output: output(&tail, Duration::from_millis(200)),
             })
         }
     }
