@@ -99,6 +99,7 @@
       vm-monitoring = vmTest ./tests/monitoring.nix;
       vm-network-tuning = vmTest ./tests/network-tuning.nix;
       vm-rollback = vmTest ./tests/rollback.nix;
+      vm-rollback-cli = vmTest ./tests/rollback-cli.nix;
       vm-host = vmTest ./tests/host.nix;
     };
 

@@ -13,7 +13,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
 /// Default snapshot directory.
 pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/labnode/snapshots";
 /// Every collector this build knows, in the order they run.
-pub const KNOWN_COLLECTORS: [&str; 3] = ["system", "gpu", "net"];
+pub const KNOWN_COLLECTORS: [&str; 4] = ["system", "gpu", "net", "rollback"];
 
 /// The whole file. Unknown keys are errors.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -26,6 +26,8 @@ pub struct Config {
     /// Per-collector settings.
     #[serde(default)]
     pub collectors: Collectors,
+    /// The system profile, health gates and bounds of `drill rollback` and `safe-switch`.
+    pub rollback: Option<labnode_rollback::Config>,
 }
 
 /// The `collectors` section.
@@ -38,6 +40,8 @@ pub struct Collectors {
     pub gpu: Option<labnode_gpu::Config>,
     /// The `net` collector.
     pub net: Option<labnode_net::Config>,
+    /// The `rollback` collector.
+    pub rollback: Option<labnode_rollback::CollectorConfig>,
 }
 
 impl Config {
@@ -58,6 +62,10 @@ impl Config {
             ),
             ("gpu", c.gpu.as_ref().map(|g| (g.interval, g.deadline))),
             ("net", c.net.as_ref().map(|n| (n.interval, n.deadline))),
+            (
+                "rollback",
+                c.rollback.as_ref().map(|r| (r.interval, r.deadline)),
+            ),
         ];
         for (name, schedule) in schedules {
             if let Some((Some(i), Some(d))) = schedule {
@@ -90,6 +98,9 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if let Some(r) = &self.rollback {
+            r.check(path, text, "rollback")?;
         }
         if let Some(dir) = &self.snapshot_dir {
             if !dir.is_absolute() {
@@ -128,6 +139,11 @@ impl Config {
                 "system" => self.collectors.system.as_ref().is_none_or(|c| c.enabled()),
                 "gpu" => self.collectors.gpu.as_ref().is_none_or(|c| c.enabled()),
                 "net" => self.collectors.net.as_ref().is_none_or(|c| c.enabled()),
+                "rollback" => self
+                    .collectors
+                    .rollback
+                    .as_ref()
+                    .is_none_or(|c| c.enabled()),
                 _ => false,
             })
             .collect()
@@ -170,6 +186,11 @@ impl Config {
                 &self.collectors.net.clone().unwrap_or_default(),
                 &self.snapshot_dir(),
             ))),
+            "rollback" => Some(Arc::new(labnode_rollback::RollbackCollector::new(
+                &self.collectors.rollback.clone().unwrap_or_default(),
+                &self.rollback.clone().unwrap_or_default(),
+                self.snapshot_dir(),
+            ))),
             _ => None,
         }
     }
@@ -189,7 +210,7 @@ mod tests {
     fn defaults_bind_loopback() {
         let cfg = check("").expect("empty config is valid");
         assert!(cfg.listen().ip().is_loopback());
-        assert_eq!(cfg.enabled(), vec!["system", "gpu", "net"]);
+        assert_eq!(cfg.enabled(), vec!["system", "gpu", "net", "rollback"]);
     }
 
     #[test]
@@ -221,7 +242,7 @@ mod tests {
 
     #[test]
     fn disabled_and_unknown_collectors() {
-        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n  net:\n    enabled: false\n")
+        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n  net:\n    enabled: false\n  rollback:\n    enabled: false\n")
             .expect("valid");
         assert!(cfg.enabled().is_empty());
         assert!(cfg.build(&["gpux".into()]).is_err());

@@ -2,6 +2,7 @@
 
 mod config;
 mod report_cmd;
+mod rollback;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use crate::config::Config;
     labnode collect --label before --out ./snapshots  # one snapshot of this host\n  \
     labnode config check /etc/labnode/config.yaml     # validate a config file\n  \
     labnode report --before before --after after      # the before/after table\n\n\
+    labnode drill rollback                            # the rollback drill's plan; --yes runs it\n\n\
     Exit codes: 0 success, 1 failure while running, 2 bad arguments or configuration.\n\
     Logging: set LABNODE_LOG (e.g. LABNODE_LOG=debug).")]
 struct Cli {
@@ -46,6 +48,19 @@ enum Command {
     /// Active network probe: `net serve` on one end, `net bench` on the other.
     #[command(subcommand)]
     Net(labnode_netprobe::cli::NetCommand),
+    /// Drills: measure a recovery by doing it, then put everything back.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+    /// Switch to a new system generation behind health gates; roll back by itself when a
+    /// gate stays red, activation fails, labnode dies or the host reboots first.
+    SafeSwitch(rollback::SafeSwitchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DrillCommand {
+    /// Roll the system profile back one generation and forward again, timing every phase
+    /// until every health gate is green. Prints the plan unless --yes.
+    Rollback(rollback::DrillRollbackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +271,8 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config_check(file),
         Command::Report(a) => report_cmd::run(*a),
         Command::Net(cmd) => net(cmd),
+        Command::Drill(DrillCommand::Rollback(a)) => rollback::drill(a),
+        Command::SafeSwitch(a) => rollback::safe_switch(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,566 @@
+//! The `rollback:` section of the labnode configuration file and the `rollback` collector's
+//! section (`collectors.rollback`).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use labnode_core::config::{ConfigError, Deadline, Interval, Period};
+use serde::Deserialize;
+
+/// Default system profile.
+pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
+/// Default directory of the lock and of the markers of unfinished switches.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/labnode/safe-switch";
+/// Default systemd socket: the manager's private socket, which needs no D-Bus daemon.
+pub const DEFAULT_SYSTEMD_SOCKET: &str = "/run/systemd/private";
+
+/// A gate's timeout: 100 ms to 1 hour.
+pub type GateTimeout = Period<100, 3_600_000>;
+/// A gate's poll interval: 10 ms to 1 minute.
+pub type PollInterval = Period<10, 60_000>;
+/// A bound on one phase (activation, settling): 1 s to 1 day.
+pub type PhaseTimeout = Period<1_000, 86_400_000>;
+
+/// The top-level `rollback:` section: the profile, the gates, and how switches are run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The system profile (default `/nix/var/nix/profiles/system`).
+    pub profile: Option<PathBuf>,
+    /// What runs now (default `/run/current-system`); activation points it at the new system.
+    pub current_system: Option<PathBuf>,
+    /// What was booted (default `/run/booted-system`).
+    pub booted_system: Option<PathBuf>,
+    /// Lock and markers of unfinished switches (default `/var/lib/labnode/safe-switch`).
+    pub state_dir: Option<PathBuf>,
+    /// The `nix-env` to run (default: `nix-env` from `PATH`).
+    pub nix_env: Option<PathBuf>,
+    /// The argument given to `switch-to-configuration` (default `switch`).
+    pub activation_action: Option<ActivationAction>,
+    /// How long `switch-to-configuration` may run (default 10m).
+    pub activation_timeout: Option<PhaseTimeout>,
+    /// How long systemd's job queue may take to drain after activation (default 5m).
+    pub settle_timeout: Option<PhaseTimeout>,
+    /// `safe-switch`: how long every gate may take to turn green (default 2m).
+    pub confirm_timeout: Option<PhaseTimeout>,
+    /// Default poll interval of every gate (default 100ms).
+    pub poll_interval: Option<PollInterval>,
+    /// Default timeout of every gate (default 60s).
+    pub gate_timeout: Option<GateTimeout>,
+    /// How switches are armed against labnode dying: `auto` (systemd when it runs, the
+    /// default), `systemd` (required) or `none` (the marker and the next start only).
+    pub arm: Option<Arm>,
+    /// The systemd manager's socket (default `/run/systemd/private`), or `bus` for the
+    /// D-Bus system bus.
+    pub systemd_socket: Option<String>,
+    /// The health gates, checked after every switch.
+    #[serde(default)]
+    pub gates: Vec<GateConfig>,
+}
+
+/// The argument to `switch-to-configuration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationAction {
+    /// Activate now and make it the boot default (what `nixos-rebuild switch` does).
+    Switch,
+    /// Activate now only.
+    Test,
+}
+
+impl ActivationAction {
+    /// The argument as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationAction::Switch => "switch",
+            ActivationAction::Test => "test",
+        }
+    }
+}
+
+/// How a switch is protected against labnode dying before it finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    /// A systemd guard when systemd runs, else the marker alone.
+    Auto,
+    /// A systemd guard, required: refuse to switch without one.
+    Systemd,
+    /// The marker alone: the next `labnode` start or the boot unit finishes the job.
+    None,
+}
+
+/// One health gate: a name, its bounds, and exactly one check.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// The gate's name in results and metrics (default: the check's kind).
+    pub name: Option<String>,
+    /// How long it may stay red after the switch settles (default `rollback.gate_timeout`).
+    pub timeout: Option<GateTimeout>,
+    /// How often it is checked (default `rollback.poll_interval`).
+    pub interval: Option<PollInterval>,
+    /// These systemd units are `active`.
+    pub systemd_active: Option<Vec<String>>,
+    /// No systemd unit is `failed` (except those ignored).
+    pub systemd_no_failed: Option<NoFailed>,
+    /// systemd's job queue is empty.
+    pub systemd_jobs_empty: Option<Empty>,
+    /// A TCP connection to this address succeeds.
+    pub tcp: Option<String>,
+    /// An HTTP GET answers 2xx.
+    pub http: Option<HttpGate>,
+    /// A Prometheus server's targets are up, scraped after the switch.
+    pub prometheus_targets: Option<PrometheusTargets>,
+    /// A WireGuard peer's handshake is young, read from labnode's net exporter.
+    pub wireguard: Option<WireguardGate>,
+    /// ZFS pools are ONLINE, read from labnode's zfs exporter.
+    pub zfs_pools: Option<ZfsPools>,
+    /// GPUs are visible through NVML.
+    pub gpu: Option<GpuGate>,
+    /// A command exits 0 (argv, no shell).
+    pub command: Option<Vec<String>>,
+}
+
+/// An empty mapping, `{}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `systemd_no_failed`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFailed {
+    /// Units whose failure does not count.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+/// `http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGate {
+    /// `http://` URL to GET.
+    pub url: String,
+    /// Text the body must contain (e.g. the version the new generation serves).
+    pub body_contains: Option<String>,
+}
+
+/// `prometheus_targets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusTargets {
+    /// The Prometheus server, e.g. `http://127.0.0.1:9090`.
+    pub url: String,
+    /// Only targets of these jobs (default: every active target).
+    #[serde(default)]
+    pub jobs: Vec<String>,
+}
+
+/// `wireguard`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireguardGate {
+    /// The `labnode serve --collector net` exporter's `/metrics` URL.
+    pub metrics: String,
+    /// The WireGuard interface, e.g. `wg0`.
+    pub interface: String,
+    /// Only this peer (public key); default every peer of the interface.
+    pub peer: Option<String>,
+    /// The oldest acceptable handshake (default 180s: WireGuard rekeys every 120 s).
+    pub max_age: Option<Period<1_000, 86_400_000>>,
+}
+
+/// `zfs_pools`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZfsPools {
+    /// The `labnode serve --collector zfs` exporter's `/metrics` URL.
+    pub metrics: String,
+    /// These pools (default: every pool the exporter reports, at least one).
+    #[serde(default)]
+    pub pools: Vec<String>,
+}
+
+/// `gpu`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuGate {
+    /// At least this many GPUs answer (default 1).
+    pub devices: Option<u32>,
+    /// The NVML library (default: as the gpu collector looks for it).
+    pub library: Option<PathBuf>,
+}
+
+/// The `collectors.rollback` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Whether the collector runs (default true).
+    pub enabled: Option<bool>,
+    /// How often (default 15s).
+    pub interval: Option<Interval>,
+    /// Deadline of one run (default 5s).
+    pub deadline: Option<Deadline>,
+}
+
+impl CollectorConfig {
+    /// Whether the collector is enabled.
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+    /// The collection interval.
+    pub fn interval(&self) -> Duration {
+        self.interval.map_or(Duration::from_secs(15), Period::get)
+    }
+    /// The deadline of one run.
+    pub fn deadline(&self) -> Duration {
+        self.deadline.map_or(Duration::from_secs(5), Period::get)
+    }
+}
+
+/// Where the systemd manager is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemdAddress {
+    /// A peer-to-peer connection to the manager's private socket.
+    Private(PathBuf),
+    /// The D-Bus system bus.
+    Bus,
+}
+
+impl Config {
+    /// The system profile.
+    pub fn profile(&self) -> PathBuf {
+        self.profile
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PROFILE.into())
+    }
+    /// The running system's link.
+    pub fn current_system(&self) -> PathBuf {
+        self.current_system
+            .clone()
+            .unwrap_or_else(|| "/run/current-system".into())
+    }
+    /// The booted system's link.
+    pub fn booted_system(&self) -> PathBuf {
+        self.booted_system
+            .clone()
+            .unwrap_or_else(|| "/run/booted-system".into())
+    }
+    /// The lock and marker directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into())
+    }
+    /// The `nix-env` program.
+    pub fn nix_env(&self) -> PathBuf {
+        self.nix_env.clone().unwrap_or_else(|| "nix-env".into())
+    }
+    /// The activation action.
+    pub fn activation_action(&self) -> ActivationAction {
+        self.activation_action.unwrap_or(ActivationAction::Switch)
+    }
+    /// The activation bound.
+    pub fn activation_timeout(&self) -> Duration {
+        self.activation_timeout
+            .map_or(Duration::from_secs(600), Period::get)
+    }
+    /// The settling bound.
+    pub fn settle_timeout(&self) -> Duration {
+        self.settle_timeout
+            .map_or(Duration::from_secs(300), Period::get)
+    }
+    /// The confirmation bound of `safe-switch`.
+    pub fn confirm_timeout(&self) -> Duration {
+        self.confirm_timeout
+            .map_or(Duration::from_secs(120), Period::get)
+    }
+    /// The arming mode.
+    pub fn arm(&self) -> Arm {
+        self.arm.unwrap_or(Arm::Auto)
+    }
+    /// Where systemd is reached.
+    pub fn systemd_address(&self) -> SystemdAddress {
+        match self.systemd_socket.as_deref() {
+            Some("bus") => SystemdAddress::Bus,
+            Some(p) => SystemdAddress::Private(p.into()),
+            None => SystemdAddress::Private(DEFAULT_SYSTEMD_SOCKET.into()),
+        }
+    }
+    /// A gate's poll interval.
+    pub fn interval_of(&self, g: &GateConfig) -> Duration {
+        g.interval
+            .or(self.poll_interval)
+            .map_or(Duration::from_millis(100), Period::get)
+    }
+    /// A gate's timeout.
+    pub fn timeout_of(&self, g: &GateConfig) -> Duration {
+        g.timeout
+            .or(self.gate_timeout)
+            .map_or(Duration::from_secs(60), Period::get)
+    }
+
+    /// Checks what the types cannot; `key` is where the section sits (`rollback`), `path`
+    /// and `text` the file, for located errors.
+    pub fn check(&self, path: &Path, text: &str, key: &str) -> Result<(), ConfigError> {
+        let at = |k: &str, msg: String| ConfigError::at_key(path, text, &format!("{key}.{k}"), msg);
+        for (k, p) in [
+            ("profile", &self.profile),
+            ("current_system", &self.current_system),
+            ("booted_system", &self.booted_system),
+            ("state_dir", &self.state_dir),
+        ] {
+            if let Some(p) = p {
+                if !p.is_absolute() {
+                    return Err(at(k, format!("{} is not an absolute path", p.display())));
+                }
+            }
+        }
+        if let Some(s) = &self.systemd_socket {
+            if s != "bus" && !Path::new(s).is_absolute() {
+                return Err(at(
+                    "systemd_socket",
+                    format!("{s} is neither `bus` nor an absolute socket path"),
+                ));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, g) in self.gates.iter().enumerate() {
+            let gate_key = format!("gates[{i}]");
+            let kinds = g.kinds();
+            if kinds.len() != 1 {
+                return Err(ConfigError {
+                    key: Some(format!("{key}.{gate_key}")),
+                    ..at(
+                        "gates",
+                        format!(
+                            "gate {} must have exactly one check (systemd_active, systemd_no_failed, systemd_jobs_empty, tcp, http, prometheus_targets, wireguard, zfs_pools, gpu or command); it has {}",
+                            i + 1,
+                            if kinds.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                kinds.join(", ")
+                            }
+                        ),
+                    )
+                });
+            }
+            let name = g.name();
+            if !valid_gate_name(&name) {
+                return Err(ConfigError {
+                    key: Some(format!("{key}.{gate_key}.name")),
+                    ..at(
+                        "gates",
+                        format!("gate name {name:?}: use 1 to 64 letters, digits, '_', '-' or '.'"),
+                    )
+                });
+            }
+            if !names.insert(name.clone()) {
+                return Err(ConfigError {
+                    key: Some(format!("{key}.{gate_key}.name")),
+                    ..at(
+                        "gates",
+                        format!(
+                            "two gates are named {name:?}; give each its own `name` (gate {})",
+                            i + 1
+                        ),
+                    )
+                });
+            }
+            if let Some(e) = g.check_values() {
+                return Err(ConfigError {
+                    key: Some(format!("{key}.{gate_key}.{}", kinds[0])),
+                    ..at("gates", format!("gate {name:?}: {e}"))
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_gate_name(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl GateConfig {
+    /// The check keys that are set.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        let mut add = |set: bool, name| {
+            if set {
+                k.push(name)
+            }
+        };
+        add(self.systemd_active.is_some(), "systemd_active");
+        add(self.systemd_no_failed.is_some(), "systemd_no_failed");
+        add(self.systemd_jobs_empty.is_some(), "systemd_jobs_empty");
+        add(self.tcp.is_some(), "tcp");
+        add(self.http.is_some(), "http");
+        add(self.prometheus_targets.is_some(), "prometheus_targets");
+        add(self.wireguard.is_some(), "wireguard");
+        add(self.zfs_pools.is_some(), "zfs_pools");
+        add(self.gpu.is_some(), "gpu");
+        add(self.command.is_some(), "command");
+        k
+    }
+
+    /// The gate's name: the configured one, or the check's kind.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.kinds().first().copied().unwrap_or("gate").to_owned())
+    }
+
+    /// Whether the gate talks to systemd.
+    pub fn needs_systemd(&self) -> bool {
+        self.systemd_active.is_some()
+            || self.systemd_no_failed.is_some()
+            || self.systemd_jobs_empty.is_some()
+    }
+
+    fn check_values(&self) -> Option<String> {
+        if let Some(u) = &self.systemd_active {
+            if u.is_empty() {
+                return Some("list at least one unit".into());
+            }
+            if let Some(bad) = u.iter().find(|u| !u.contains('.')) {
+                return Some(format!("{bad:?} is not a unit name (e.g. sshd.service)"));
+            }
+        }
+        if let Some(a) = &self.tcp {
+            if a.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+                && a.parse::<SocketAddr>().is_err()
+            {
+                return Some(format!("{a:?} is not HOST:PORT"));
+            }
+        }
+        let http_url = |u: &str| -> Option<String> {
+            if u.starts_with("http://") {
+                None
+            } else if u.starts_with("https://") {
+                Some(format!(
+                    "{u}: only http:// is supported (health endpoints on loopback; this build has no TLS)"
+                ))
+            } else {
+                Some(format!("{u:?} is not an http:// URL"))
+            }
+        };
+        if let Some(h) = &self.http {
+            if let Some(e) = http_url(&h.url) {
+                return Some(e);
+            }
+        }
+        if let Some(p) = &self.prometheus_targets {
+            if let Some(e) = http_url(&p.url) {
+                return Some(e);
+            }
+        }
+        if let Some(w) = &self.wireguard {
+            if let Some(e) = http_url(&w.metrics) {
+                return Some(e);
+            }
+        }
+        if let Some(z) = &self.zfs_pools {
+            if let Some(e) = http_url(&z.metrics) {
+                return Some(e);
+            }
+        }
+        if let Some(g) = &self.gpu {
+            if g.devices == Some(0) {
+                return Some("devices must be at least 1".into());
+            }
+        }
+        if let Some(c) = &self.command {
+            if c.is_empty() {
+                return Some("give the command as a list: [program, arg, ...]".into());
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        rollback: Config,
+    }
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let f: File = labnode_core::config::parse(text, Path::new("c.yaml"))?;
+        f.rollback.check(Path::new("c.yaml"), text, "rollback")?;
+        Ok(f.rollback)
+    }
+
+    #[test]
+    fn a_full_section_parses_with_defaults_filled() {
+        let c = check(
+            "rollback:\n  profile: /nix/var/nix/profiles/system\n  gates:\n    - systemd_active: [sshd.service]\n    - tcp: 127.0.0.1:22\n      timeout: 5s\n    - name: web\n      http: {url: 'http://127.0.0.1:8080/', body_contains: v2}\n      interval: 50ms\n    - gpu: {devices: 1}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.gates.len(), 4);
+        assert_eq!(c.gates[0].name(), "systemd_active");
+        assert_eq!(c.gates[2].name(), "web");
+        assert_eq!(c.timeout_of(&c.gates[1]), Duration::from_secs(5));
+        assert_eq!(c.interval_of(&c.gates[2]), Duration::from_millis(50));
+        assert_eq!(c.interval_of(&c.gates[0]), Duration::from_millis(100));
+        assert_eq!(c.arm(), Arm::Auto);
+        assert_eq!(
+            c.systemd_address(),
+            SystemdAddress::Private("/run/systemd/private".into())
+        );
+    }
+
+    #[test]
+    fn gate_mistakes_are_located() {
+        let e =
+            check("rollback:\n  gates:\n    - tcp: 127.0.0.1:22\n      http: {url: 'http://x/'}\n")
+                .expect_err("two checks");
+        assert!(e.message.contains("exactly one check"), "{e}");
+        assert!(e.message.contains("tcp, http"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("rollback.gates[0]"));
+        assert_eq!(e.line, Some(2), "{e}");
+
+        let e = check("rollback:\n  gates:\n    - tcp: 127.0.0.1:22\n    - tcp: 127.0.0.1:23\n")
+            .expect_err("same name");
+        assert!(e.message.contains("two gates are named \"tcp\""), "{e}");
+
+        let e = check("rollback:\n  gates:\n    - http: {url: 'https://x/'}\n").expect_err("tls");
+        assert!(e.message.contains("only http://"), "{e}");
+
+        let e = check("rollback:\n  gates:\n    - tcp: localhost\n").expect_err("port");
+        assert!(e.message.contains("HOST:PORT"), "{e}");
+
+        let e = check("rollback:\n  gates:\n    - tpc: localhost:1\n").expect_err("typo");
+        assert_eq!(e.key.as_deref(), Some("rollback.gates[0].tpc"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+
+        let e = check("rollback:\n  gates:\n    - systemd_active: [sshd]\n").expect_err("unit");
+        assert!(e.message.contains("not a unit name"), "{e}");
+
+        let e = check("rollback:\n  gates:\n    - tcp: a:1\n      interval: 1ms\n")
+            .expect_err("interval range");
+        assert!(e.message.contains("out of range"), "{e}");
+
+        let e = check("rollback:\n  state_dir: var/lib\n").expect_err("relative");
+        assert_eq!(e.key.as_deref(), Some("rollback.state_dir"));
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn systemd_socket_can_be_the_bus() {
+        let c = check("rollback:\n  systemd_socket: bus\n").expect("valid");
+        assert_eq!(c.systemd_address(), SystemdAddress::Bus);
+        check("rollback:\n  systemd_socket: run/x\n").expect_err("relative");
+    }
+}

@@ -1,0 +1,396 @@
+//! The state directory: a lock (so two drills or switches never overlap) and the marker of
+//! an unfinished switch, which outlives labnode and a reboot.
+//!
+//! The lock is `flock(2)` on `STATE_DIR/lock`: the kernel drops it when its holder dies,
+//! however it dies, so a stale lock cannot exist. The marker `STATE_DIR/pending.json` is
+//! written (atomically, fsynced) before the profile is touched and removed only once the
+//! profile is back on a known-good generation; whoever takes the lock and finds a marker
+//! finishes the job.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Trouble with the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Someone else holds the lock.
+    #[error("another drill or switch holds {path}: {holder}")]
+    Held {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as it wrote itself down.
+        holder: String,
+    },
+    /// The marker cannot be read.
+    #[error("{path}: not a valid marker: {why}")]
+    BadMarker {
+        /// The marker.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), to tell a reboot from a crash.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The held lock; dropped (or the process gone), it is free.
+#[derive(Debug)]
+pub struct Lock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    fn open(dir: &Path) -> Result<(File, PathBuf), StateError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok((file, path))
+    }
+
+    /// Takes the lock now, or says who holds it.
+    pub fn acquire(dir: &Path, what: &str) -> Result<Lock, StateError> {
+        let (file, path) = Self::open(dir)?;
+        if !try_flock(&file).map_err(io_err(&path))? {
+            return Err(StateError::Held {
+                holder: holder(&file),
+                path,
+            });
+        }
+        let mut lock = Lock { file, path };
+        lock.write_holder(what)?;
+        Ok(lock)
+    }
+
+    /// Waits for the lock until `give_up` returns true (checked every `every`); `None` if
+    /// it gave up.
+    pub fn wait(
+        dir: &Path,
+        what: &str,
+        every: Duration,
+        mut give_up: impl FnMut() -> bool,
+    ) -> Result<Option<Lock>, StateError> {
+        let (file, path) = Self::open(dir)?;
+        loop {
+            if try_flock(&file).map_err(io_err(&path))? {
+                let mut lock = Lock { file, path };
+                lock.write_holder(what)?;
+                return Ok(Some(lock));
+            }
+            if give_up() {
+                return Ok(None);
+            }
+            std::thread::sleep(every);
+        }
+    }
+
+    fn write_holder(&mut self, what: &str) -> Result<(), StateError> {
+        let text = format!(
+            "pid {} ({what}) since {}\n",
+            std::process::id(),
+            humantime::format_rfc3339_seconds(SystemTime::now())
+        );
+        (|| {
+            self.file.set_len(0)?;
+            self.file.rewind()?;
+            self.file.write_all(text.as_bytes())
+        })()
+        .map_err(io_err(&self.path))
+    }
+}
+
+fn try_flock(f: &File) -> io::Result<bool> {
+    // SAFETY: flock on an open descriptor has no memory-safety preconditions.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+fn holder(f: &File) -> String {
+    let mut s = String::new();
+    let mut f = f;
+    let _ = f.rewind();
+    let _ = f.read_to_string(&mut s);
+    match s.trim() {
+        "" => "a process that has not said who it is yet".into(),
+        t => t.to_owned(),
+    }
+}
+
+/// What was interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkerKind {
+    /// A rollback drill: the profile must end on `from`.
+    RollbackDrill,
+    /// A safe switch to `to`: unconfirmed, it is rolled back to `from`.
+    SafeSwitch,
+}
+
+/// A generation as the marker remembers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Its number, when it has one yet.
+    pub generation: Option<u64>,
+    /// Its store path.
+    pub store_path: PathBuf,
+}
+
+/// The marker of an unfinished switch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Marker {
+    /// What runs.
+    pub kind: MarkerKind,
+    /// A unique id of this run.
+    pub id: String,
+    /// The labnode process running it.
+    pub pid: u32,
+    /// The boot it started in.
+    pub boot_id: Option<String>,
+    /// When it started, seconds since the epoch.
+    pub started_unix: f64,
+    /// The profile.
+    pub profile: PathBuf,
+    /// The known-good generation to end on (drill) or go back to (switch).
+    pub from: Point,
+    /// Where it went.
+    pub to: Point,
+    /// What it was doing last: `armed`, `rollback`, `rollforward`, `switch`, `confirm`, `recover`.
+    pub phase: String,
+    /// After this, a guard may stop waiting for the process and take over.
+    pub deadline_unix: f64,
+    /// The systemd unit guarding it, if any.
+    pub guard_unit: Option<String>,
+    /// Where results go: the snapshot store and the label.
+    pub out: PathBuf,
+    /// The snapshot label.
+    pub label: String,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// The directory (created on first use).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StateDir { dir: dir.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn marker_path(&self) -> PathBuf {
+        self.dir.join("pending.json")
+    }
+
+    /// The marker, if there is one. Call with the lock held.
+    pub fn marker(&self) -> Result<Option<Marker>, StateError> {
+        let p = self.marker_path();
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| StateError::BadMarker {
+                    path: p,
+                    why: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// Writes the marker durably (replacing the previous one atomically).
+    pub fn write_marker(&self, m: &Marker) -> Result<(), StateError> {
+        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        let p = self.marker_path();
+        let tmp = self.dir.join(".pending.json.tmp");
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| StateError::BadMarker {
+            path: p.clone(),
+            why: e.to_string(),
+        })?;
+        (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)?;
+            File::open(&self.dir)?.sync_all()
+        })()
+        .map_err(io_err(&p))
+    }
+
+    /// Updates the marker's phase.
+    pub fn set_phase(&self, m: &mut Marker, phase: &str) -> Result<(), StateError> {
+        m.phase = phase.to_owned();
+        self.write_marker(m)
+    }
+
+    /// Removes the marker durably.
+    pub fn clear_marker(&self) -> Result<(), StateError> {
+        let p = self.marker_path();
+        match std::fs::remove_file(&p) {
+            Ok(()) => File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// Whether a marker exists, without the lock (for the collector and for plans).
+    pub fn has_marker(&self) -> bool {
+        self.marker_path().exists()
+    }
+}
+
+/// A short unique id: time and pid.
+pub fn new_id() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{}", t.as_millis(), std::process::id())
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
+/// An `Instant` for a wall-clock deadline.
+pub fn instant_of(unix: f64) -> Instant {
+    let left = unix - now_unix();
+    if left > 0.0 {
+        Instant::now() + Duration::from_secs_f64(left)
+    } else {
+        Instant::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker() -> Marker {
+        Marker {
+            kind: MarkerKind::SafeSwitch,
+            id: new_id(),
+            pid: std::process::id(),
+            boot_id: boot_id(),
+            started_unix: now_unix(),
+            profile: "/nix/var/nix/profiles/system".into(),
+            from: Point {
+                generation: Some(4),
+                store_path: "/nix/store/a".into(),
+            },
+            to: Point {
+                generation: None,
+                store_path: "/nix/store/b".into(),
+            },
+            phase: "armed".into(),
+            deadline_unix: now_unix() + 60.0,
+            guard_unit: None,
+            out: "/var/lib/labnode/snapshots".into(),
+            label: "safe-switch".into(),
+        }
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_and_names_its_holder() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let held = Lock::acquire(t.path(), "drill rollback").expect("free");
+        // A second open file description conflicts even within one process.
+        let e = Lock::acquire(t.path(), "safe-switch").expect_err("held");
+        let s = e.to_string();
+        assert!(
+            s.contains(&format!("pid {} (drill rollback)", std::process::id())),
+            "{s}"
+        );
+        let mut tries = 0;
+        let got = Lock::wait(t.path(), "guard", Duration::from_millis(10), || {
+            tries += 1;
+            tries > 3
+        })
+        .expect("wait");
+        assert!(got.is_none());
+        drop(held);
+        Lock::acquire(t.path(), "safe-switch").expect("free again");
+    }
+
+    #[test]
+    fn the_marker_round_trips_and_goes_away() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let s = StateDir::new(t.path().join("state"));
+        assert_eq!(s.marker().expect("read"), None);
+        let mut m = marker();
+        s.write_marker(&m).expect("write");
+        assert!(s.has_marker());
+        s.set_phase(&mut m, "confirm").expect("phase");
+        assert_eq!(s.marker().expect("read"), Some(m));
+        s.clear_marker().expect("clear");
+        assert!(!s.has_marker());
+        s.clear_marker().expect("clearing twice is fine");
+        std::fs::write(t.path().join("state/pending.json"), "{").expect("write");
+        let e = s.marker().expect_err("broken").to_string();
+        assert!(e.contains("not a valid marker"), "{e}");
+    }
+
+    #[test]
+    fn liveness() {
+        assert!(alive(std::process::id()));
+        assert!(!alive(u32::MAX));
+    }
+}

@@ -1,0 +1,333 @@
+//! `labnode drill rollback` and `labnode safe-switch`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use labnode_core::snapshot;
+use labnode_rollback::progress::Progress;
+use labnode_rollback::record::{DrillRecord, SafeSwitchRecord, Switch};
+use labnode_rollback::run::{self, Context, Recovered, RunError};
+
+use crate::Failure;
+use crate::config::Config;
+
+/// `labnode drill rollback`.
+#[derive(Debug, Args)]
+pub struct DrillRollbackArgs {
+    /// Do it. Without --yes the plan is printed and nothing changes.
+    #[arg(long)]
+    yes: bool,
+    /// Configuration file (YAML); gates and bounds come from its `rollback:` section.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The profile to drill on; overrides `rollback.profile` (default /nix/var/nix/profiles/system).
+    #[arg(long, value_name = "PATH")]
+    profile: Option<PathBuf>,
+    /// Label of the snapshot the result is written to.
+    #[arg(long, value_name = "NAME", default_value = "rollback-drill")]
+    label: String,
+    /// Snapshot store; overrides the config's snapshot_dir.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// `labnode safe-switch`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["to", "recover"]))]
+pub struct SafeSwitchArgs {
+    /// The system closure to switch to (a store path with bin/switch-to-configuration).
+    #[arg(long, value_name = "STORE_PATH")]
+    to: Option<PathBuf>,
+    /// How long every gate may take to turn green after activation; overrides
+    /// `rollback.confirm_timeout` (default 120s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "to")]
+    confirm_timeout: Option<Duration>,
+    /// Finish an unconfirmed switch or an interrupted drill found by its marker: roll back to
+    /// the known-good generation. The boot unit runs this.
+    #[arg(long, conflicts_with = "to")]
+    recover: bool,
+    /// Internal: run as the systemd guard of switch ID (waits for it to end or die).
+    #[arg(long, value_name = "ID", requires = "recover", hide = true)]
+    guard: Option<String>,
+    /// Configuration file (YAML); gates and bounds come from its `rollback:` section.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The profile; overrides `rollback.profile`.
+    #[arg(long, value_name = "PATH")]
+    profile: Option<PathBuf>,
+    /// Label of the snapshot the result is written to.
+    #[arg(long, value_name = "NAME", default_value = "safe-switch")]
+    label: String,
+    /// Snapshot store; overrides the config's snapshot_dir.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 120s or 5m ({e})"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s} is shorter than 1s"));
+    }
+    Ok(d)
+}
+
+fn context(
+    config: Option<&PathBuf>,
+    profile: Option<PathBuf>,
+    label: &str,
+    out: Option<PathBuf>,
+) -> Result<Context, Failure> {
+    snapshot::check_label(label).map_err(|e| Failure::usage(format!("--label: {e}")))?;
+    let cfg: Config = crate::load_config(config)?;
+    let mut rb = cfg.rollback.clone().unwrap_or_default();
+    if let Some(p) = profile {
+        let p = std::path::absolute(&p)
+            .map_err(|e| Failure::usage(format!("--profile {}: {e}", p.display())))?;
+        rb.profile = Some(p);
+    }
+    let host_paths = cfg
+        .collectors
+        .system
+        .as_ref()
+        .map(|s| s.paths())
+        .unwrap_or_default();
+    Ok(Context {
+        out: out.unwrap_or_else(|| cfg.snapshot_dir()),
+        cfg: rb,
+        config_file: config.cloned(),
+        label: label.to_owned(),
+        host_paths,
+        progress: Progress::detect(),
+    })
+}
+
+fn failure(e: RunError) -> Failure {
+    match e {
+        RunError::Usage(m) => Failure::usage(m),
+        other => Failure::runtime(other.to_string()),
+    }
+}
+
+fn ignore_hangup() {
+    // An SSH session that drops must not kill a switch half way: only a real death hands
+    // over to the guard.
+    // SAFETY: setting a signal to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}s"))
+}
+
+fn print_switches(switches: &[&Switch]) {
+    println!(
+        "  {:<12} {:>10} {:>11} {:>9} {:>10} {:>10}  result",
+        "direction", "flip", "activation", "settled", "gates", "recovery"
+    );
+    for s in switches {
+        println!(
+            "  {:<12} {:>10} {:>11} {:>9} {:>10} {:>10}  {} (generation {} -> {})",
+            s.direction,
+            fmt_opt(s.phases.profile_flip),
+            fmt_opt(s.phases.activation),
+            fmt_opt(s.phases.units_settled),
+            fmt_opt(s.phases.gates_green),
+            fmt_opt(s.recovery_seconds),
+            if s.success { "ok" } else { "FAILED" },
+            s.from_generation.map_or("?".into(), |n| n.to_string()),
+            s.to_generation.map_or("?".into(), |n| n.to_string()),
+        );
+    }
+    for s in switches {
+        for g in &s.gates {
+            println!(
+                "  {}: gate {} ({}) {} after {} checks",
+                s.direction,
+                g.name,
+                g.kind,
+                match g.first_pass_seconds {
+                    Some(t) if g.passed => format!("green at {t:.3}s"),
+                    Some(t) => format!(
+                        "green at {t:.3}s, then red: {}",
+                        g.last_error.as_deref().unwrap_or("?")
+                    ),
+                    None => format!("never green: {}", g.last_error.as_deref().unwrap_or("?")),
+                },
+                g.checks
+            );
+        }
+        if let Some(e) = &s.error {
+            println!("  {}: {e}", s.direction);
+        }
+        if let Some(why) = &s.settle_skipped {
+            println!("  {}: units_settled not measured: {why}", s.direction);
+        }
+    }
+}
+
+fn print_recovered(r: &Recovered) {
+    println!(
+        "finished an unfinished {} first: {} (snapshot {})",
+        match r.marker.kind {
+            labnode_rollback::state::MarkerKind::RollbackDrill => "rollback drill",
+            labnode_rollback::state::MarkerKind::SafeSwitch => "safe switch",
+        },
+        r.summary,
+        r.snapshot.display()
+    );
+}
+
+fn print_drill(d: &DrillRecord) {
+    println!(
+        "rollback drill on {}: {}",
+        d.profile.display(),
+        if d.success { "success" } else { "FAILED" }
+    );
+    print_switches(&d.directions.iter().collect::<Vec<_>>());
+    println!(
+        "  ended on generation {}{}",
+        d.ended_on_generation.map_or("?".into(), |n| n.to_string()),
+        if d.ended_on_start {
+            format!(
+                " ({}), the generation it started from: verified (profile and running system)",
+                d.start_store_path.display()
+            )
+        } else {
+            format!(
+                ", NOT the start generation {} ({})",
+                d.start_generation.map_or("?".into(), |n| n.to_string()),
+                d.start_store_path.display()
+            )
+        }
+    );
+    println!(
+        "  labnode's own cost: {:.3} CPU seconds over {:.3}s",
+        d.overhead.cpu_seconds, d.overhead.wall_seconds
+    );
+    if let Some(e) = &d.error {
+        println!("  why it failed: {e}");
+    }
+}
+
+fn print_switch(s: &SafeSwitchRecord) {
+    println!(
+        "safe switch to {}: {}",
+        s.to_store_path.display(),
+        match s.outcome {
+            labnode_rollback::record::Outcome::Confirmed => "confirmed".to_owned(),
+            labnode_rollback::record::Outcome::RolledBack => format!(
+                "ROLLED BACK to generation {}",
+                s.from_generation.map_or("?".into(), |n| n.to_string())
+            ),
+        }
+    );
+    let mut sw: Vec<&Switch> = Vec::new();
+    sw.extend(s.switch.as_ref());
+    sw.extend(s.rollback.as_ref());
+    print_switches(&sw);
+    if let Some(r) = &s.reason {
+        println!("  why: {r}");
+    }
+    if let Some(d) = s.detect_seconds {
+        println!(
+            "  time to detect {d:.3}s, time to recover {}",
+            fmt_opt(s.recover_seconds)
+        );
+    }
+    println!(
+        "  ended on generation {}, {}",
+        s.ended_on_generation.map_or("?".into(), |n| n.to_string()),
+        if s.healthy {
+            "healthy"
+        } else {
+            "NOT healthy: every gate did not turn green"
+        }
+    );
+}
+
+/// `labnode drill rollback`.
+pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
+    let ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
+    if a.yes {
+        ignore_hangup();
+    }
+    match run::drill(&ctx, a.yes).map_err(failure)? {
+        Err(plan) => {
+            print!("{plan}");
+            Ok(())
+        }
+        Ok(done) => {
+            if let Some(r) = &done.recovered_first {
+                print_recovered(r);
+            }
+            print_drill(&done.record);
+            println!("  snapshot: {}", done.snapshot.display());
+            if done.record.success {
+                Ok(())
+            } else {
+                Err(Failure::runtime(format!(
+                    "the rollback drill failed: {}",
+                    done.record.error.as_deref().unwrap_or("see above")
+                )))
+            }
+        }
+    }
+}
+
+/// `labnode safe-switch`.
+pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
+    let mut ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
+    ignore_hangup();
+    if a.recover {
+        if a.guard.is_some() {
+            ctx.progress = Progress::quiet();
+        }
+        return match run::recover(&ctx, a.guard.as_deref()).map_err(failure)? {
+            None => {
+                if a.guard.is_none() {
+                    println!(
+                        "nothing to recover: no unfinished switch or drill in {}",
+                        ctx.cfg.state_dir().display()
+                    );
+                }
+                Ok(())
+            }
+            Some(r) => {
+                println!("{}", r.summary);
+                println!("  snapshot: {}", r.snapshot.display());
+                if r.healthy {
+                    Ok(())
+                } else {
+                    Err(Failure::runtime(format!(
+                        "recovery did not end healthy: {}",
+                        r.summary
+                    )))
+                }
+            }
+        };
+    }
+    let Some(to) = a.to else {
+        return Err(Failure::usage("give --to STORE_PATH or --recover"));
+    };
+    let confirm = a
+        .confirm_timeout
+        .unwrap_or_else(|| ctx.cfg.confirm_timeout());
+    let done = run::safe_switch(&ctx, &to, confirm).map_err(failure)?;
+    if let Some(r) = &done.recovered_first {
+        print_recovered(r);
+    }
+    print_switch(&done.record);
+    println!("  snapshot: {}", done.snapshot.display());
+    match done.record.outcome {
+        labnode_rollback::record::Outcome::Confirmed => Ok(()),
+        labnode_rollback::record::Outcome::RolledBack => Err(Failure::runtime(format!(
+            "the switch to {} was rolled back: {}",
+            done.record.to_store_path.display(),
+            done.record.reason.as_deref().unwrap_or("see above")
+        ))),
+    }
+}

@@ -1,0 +1,108 @@
+# The rollback CLI on a NixOS VM built from the flake's modules, with its own gates: the
+# drill's plan changes nothing and the drill ends where it began (timed against a service
+# with a known start delay); a failing `labnode safe-switch` rolls back and exits 1; a
+# `kill -9` of labnode mid-confirmation is rolled back by its transient systemd guard.
+# Systems: the base one (web.service serves "v1"), the specialisation `v2` (serves "v2"
+# after a 2 s start delay), `broken` (its web.service fails) and `slow` (60 s delay).
+# tests/rollback.nix covers the module's drill unit and the exported metrics.
+{self, ...}: {
+  name = "labnode-rollback-cli";
+
+  nodes.machine = {
+    lib,
+    pkgs,
+    ...
+  }: let
+    web = version: delay: {
+      description = "test web service ${version}";
+      wantedBy = ["multi-user.target"];
+      serviceConfig.ExecStart = "${pkgs.bash}/bin/bash -c 'sleep ${toString delay}; exec ${pkgs.busybox}/bin/httpd -f -p 127.0.0.1:8080 -h ${pkgs.writeTextDir "health" version}'";
+    };
+  in {
+    imports = [self.nixosModules.agents];
+    labnode.agents.enable = true;
+    environment.systemPackages = [pkgs.curl pkgs.jq];
+    systemd.services.web = web "v1" 0;
+    specialisation.v2.configuration.systemd.services.web = lib.mkForce (web "v2" 2);
+    specialisation.broken.configuration.systemd.services.web.serviceConfig.ExecStart =
+      lib.mkForce "${pkgs.coreutils}/bin/false";
+    specialisation.slow.configuration.systemd.services.web = lib.mkForce (web "slow" 60);
+    # The VM has no boot loader to update: activate with `test`, as the drill would on a
+    # host where only the running system matters.
+    environment.etc."labnode/rollback-test.yaml".text = ''
+      snapshot_dir: /var/lib/labnode/snapshots
+      rollback:
+        activation_action: test
+        arm: systemd
+        gate_timeout: 60s
+        confirm_timeout: 30s
+        gates:
+          - name: web-unit
+            systemd_active: [web.service]
+          - name: no-failed
+            systemd_no_failed: {}
+          - name: web
+            http: {url: "http://127.0.0.1:8080/health"}
+    '';
+  };
+
+  testScript = ''
+    import json
+
+    cfg = "--config /etc/labnode/rollback-test.yaml"
+    profile = "/nix/var/nix/profiles/system"
+
+    def newest_record(kind):
+        path = machine.succeed("ls -1 /var/lib/labnode/snapshots/*.json | sort | tail -n 1").strip()
+        snap = json.loads(machine.succeed(f"cat {path}"))
+        return next(r["data"] for r in snap["records"] if r["kind"] == kind)
+
+    machine.wait_for_unit("multi-user.target")
+    machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v1")
+    base = machine.succeed("readlink -f /run/current-system").strip()
+
+    # Generations N (base) and N+1 (v2), running v2.
+    machine.succeed(f"nix-env -p {profile} --set {base}")
+    machine.succeed(f"nix-env -p {profile} --set {base}/specialisation/v2")
+    machine.succeed(f"{base}/specialisation/v2/bin/switch-to-configuration test")
+    machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v2")
+    v2_gen = machine.succeed(f"readlink {profile}").strip()
+
+    with subtest("drill rollback: the plan changes nothing, the drill ends where it began"):
+        machine.succeed(f"labnode drill rollback {cfg} | grep 'nothing is changed without --yes'")
+        assert machine.succeed(f"readlink {profile}").strip() == v2_gen
+        machine.succeed(f"labnode drill rollback --yes {cfg}")
+        d = newest_record("rollback_drill")
+        assert d["success"] and d["ended_on_start"], d
+        back, forward = d["directions"]
+        assert back["direction"] == "rollback" and forward["direction"] == "rollforward"
+        assert "units_settled" in back["phases"], back
+        # v1 answers at once; v2 only after its 2 s start delay.
+        assert forward["recovery_seconds"] >= 2.0, forward
+        assert machine.succeed(f"readlink {profile}").strip() == v2_gen
+        machine.succeed("curl -fsS http://127.0.0.1:8080/health | grep -x v2")
+
+    with subtest("safe-switch to a generation whose unit fails: rolled back, exit 1"):
+        machine.fail(f"labnode safe-switch --to {base}/specialisation/broken --confirm-timeout 10s {cfg}")
+        s = newest_record("safe_switch")
+        assert s["outcome"] == "rolled_back" and s["healthy"], s
+        assert "web.service" in s["reason"], s["reason"]
+        assert s["detect_seconds"] > 0 and s["recover_seconds"] > 0, s
+        assert machine.succeed(f"readlink -f {profile}").strip() == f"{base}/specialisation/v2"
+        machine.succeed("systemctl is-active web.service")
+        machine.succeed("curl -fsS http://127.0.0.1:8080/health | grep -x v2")
+
+    with subtest("kill -9 of labnode mid-confirmation: its systemd guard rolls back"):
+        machine.succeed(
+            f"systemd-run --unit=labnode-switch-under-test labnode safe-switch --to {base}/specialisation/slow {cfg}"
+        )
+        machine.wait_until_succeeds("test -e /var/lib/labnode/safe-switch/pending.json")
+        machine.wait_until_succeeds("jq -e '.phase == \"switch\"' /var/lib/labnode/safe-switch/pending.json")
+        machine.succeed("systemctl list-units 'labnode-rollback-guard-*' | grep -q running")
+        machine.succeed("systemctl kill --signal=KILL labnode-switch-under-test.service")
+        machine.wait_until_fails("test -e /var/lib/labnode/safe-switch/pending.json", timeout=60)
+        s = newest_record("safe_switch")
+        assert s["outcome"] == "rolled_back" and "found by its systemd guard" in s["reason"], s
+        machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v2")
+  '';
+}
