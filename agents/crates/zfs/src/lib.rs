@@ -1,0 +1,3 @@
+//! labnode's ZFS collector and drill.
+#[cfg(feature = "libzfs")]
+pub mod libzfs;
