@@ -1,6 +1,7 @@
 //! `labnode`: the one binary of the labnode agents.
 
 mod config;
+mod drill_zfs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,16 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a drill and record its result in the snapshot store.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DrillCommand {
+    /// Write a data set into a scratch dataset, snapshot, damage it, roll back and verify
+    /// every file, timing each phase.
+    Zfs(drill_zfs::DrillZfsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +250,10 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Collect(a) => collect(a),
         Command::Config(ConfigCommand::Check { file }) => config_check(file),
+        Command::Drill(DrillCommand::Zfs(a)) => load_config(a.config.as_ref()).and_then(|cfg| {
+            drill_zfs::run(a, cfg.snapshot_dir())
+                .map_err(|(code, message)| Failure { code, message })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

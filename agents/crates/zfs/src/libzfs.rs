@@ -11,6 +11,8 @@ use std::ptr::{self, NonNull};
 
 use labnode_zfs_sys as sys;
 
+use crate::model::{DatasetInfo, DatasetKind, PoolInfo, ScanInfo, SnapshotSummary, VdevInfo};
+
 /// What a libzfs or libzfs_core call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ZfsError {
@@ -151,131 +153,7 @@ impl Dataset<'_> {
     }
 }
 
-/// What kind of dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatasetKind {
-    /// A file system.
-    Filesystem,
-    /// A volume (zvol).
-    Volume,
-    /// A snapshot.
-    Snapshot,
-}
-
-/// A pool's state and space, as `zpool get -Hp` prints them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolInfo {
-    /// The pool's name.
-    pub name: String,
-    /// The `health` property, lower case: online, degraded, faulted, offline, unavail,
-    /// removed or suspended.
-    pub health: String,
-    /// `size`, `allocated`, `free` in bytes.
-    pub size: Option<u64>,
-    /// Allocated bytes.
-    pub allocated: Option<u64>,
-    /// Free bytes.
-    pub free: Option<u64>,
-    /// `capacity`, percent (integer, as ZFS computes it).
-    pub capacity_percent: Option<u64>,
-    /// `fragmentation`, percent; `None` where ZFS prints `-`.
-    pub fragmentation_percent: Option<u64>,
-    /// Persistent data errors (`zpool status -v`'s list), approximate as ZFS counts them.
-    pub data_errors: Option<u64>,
-    /// The last scan (scrub or resilver), if the pool ever had one.
-    pub scan: Option<ScanInfo>,
-    /// Every vdev, the root first (named after the pool, as `zpool status` shows it).
-    pub vdevs: Vec<VdevInfo>,
-}
-
-/// The pool's last scan.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScanInfo {
-    /// `scrub`, `resilver` or `error_scrub`.
-    pub function: &'static str,
-    /// `scanning`, `finished` or `canceled`.
-    pub state: &'static str,
-    /// Start, seconds since the epoch.
-    pub start_time: u64,
-    /// End, seconds since the epoch (0 while scanning).
-    pub end_time: u64,
-    /// Bytes to examine, and examined so far.
-    pub to_examine: u64,
-    /// Bytes examined.
-    pub examined: u64,
-    /// Bytes issued (checked) so far.
-    pub issued: u64,
-    /// Errors the scan found.
-    pub errors: u64,
-}
-
-/// One vdev's state and error counters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VdevInfo {
-    /// Its name as `zpool status` prints it (`mirror-0`, a device path, the pool's name
-    /// for the root).
-    pub name: String,
-    /// Its type (`root`, `mirror`, `raidz`, `disk`, `file`, ...).
-    pub kind: String,
-    /// Its state, lower case (`online`, `degraded`, `offline`, `faulted`, ...).
-    pub state: String,
-    /// Read errors.
-    pub read_errors: u64,
-    /// Write errors.
-    pub write_errors: u64,
-    /// Checksum errors.
-    pub checksum_errors: u64,
-}
-
-/// A file system's or volume's space, as `zfs get -Hp` prints it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DatasetInfo {
-    /// Full name, `pool/a/b`.
-    pub name: String,
-    /// File system or volume.
-    pub kind: DatasetKind,
-    /// `used` bytes.
-    pub used: u64,
-    /// `available` bytes.
-    pub available: u64,
-    /// `referenced` bytes.
-    pub referenced: u64,
-    /// `logicalused` bytes.
-    pub logical_used: u64,
-    /// `compressratio` times 100 (ZFS keeps it as an integer: 215 is 2.15x).
-    pub compress_ratio_percent: u64,
-    /// `labnode:protected` (a user property), when set.
-    pub protected: Option<String>,
-    /// `labnode:scratch` (a user property), when set.
-    pub scratch: Option<String>,
-    /// Where it is mounted, when it is.
-    pub mountpoint: Option<String>,
-}
-
-impl DatasetInfo {
-    /// The pool it lives in.
-    pub fn pool(&self) -> &str {
-        self.name.split('/').next().unwrap_or(&self.name)
-    }
-}
-
-/// One dataset's snapshots, summarised.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotSummary {
-    /// The dataset.
-    pub dataset: String,
-    /// How many snapshots it has.
-    pub count: u64,
-    /// The oldest snapshot's name and creation time (seconds since the epoch).
-    pub oldest: Option<(String, u64)>,
-    /// The newest snapshot's name and creation time.
-    pub newest: Option<(String, u64)>,
-}
-
-/// The user properties labnode reads.
-pub const PROP_PROTECTED: &str = "labnode:protected";
-/// A dataset the ZFS drill may destroy the contents of.
-pub const PROP_SCRATCH: &str = "labnode:scratch";
+use crate::model::{PROP_PROTECTED, PROP_SCRATCH};
 
 /// Collects handles from a libzfs iterator callback; processing happens after the
 /// iterator returns, so no Rust code with panics or allocation failures runs inside C.
@@ -409,7 +287,9 @@ impl LibZfs {
                 )
             };
             // SAFETY: zpool_get_prop NUL-terminates what it writes.
-            (rc == 0).then(|| unsafe { copy_str(buf.as_ptr()) }).flatten()
+            (rc == 0)
+                .then(|| unsafe { copy_str(buf.as_ptr()) })
+                .flatten()
         };
         let num = |p| prop(p).and_then(|v| v.trim().parse::<u64>().ok());
         let health = prop(sys::zpool_prop_t_ZPOOL_PROP_HEALTH)
@@ -479,7 +359,11 @@ impl LibZfs {
             let stats = read_u64_array(nv, sys::ZPOOL_CONFIG_VDEV_STATS);
             let mut vs = sys::vdev_stat_t::default();
             let n = stats.len().min(std::mem::size_of::<sys::vdev_stat_t>() / 8);
-            ptr::copy_nonoverlapping(stats.as_ptr(), (&mut vs as *mut sys::vdev_stat_t).cast::<u64>(), n);
+            ptr::copy_nonoverlapping(
+                stats.as_ptr(),
+                (&mut vs as *mut sys::vdev_stat_t).cast::<u64>(),
+                n,
+            );
             let name = if is_root {
                 pool.to_owned()
             } else {
@@ -519,7 +403,12 @@ impl LibZfs {
             for key in lists {
                 let mut children: *mut *mut sys::nvlist_t = ptr::null_mut();
                 let mut count: sys::uint_t = 0;
-                if sys::nvlist_lookup_nvlist_array(nv, key.as_ptr().cast(), &mut children, &mut count) != 0
+                if sys::nvlist_lookup_nvlist_array(
+                    nv,
+                    key.as_ptr().cast(),
+                    &mut children,
+                    &mut count,
+                ) != 0
                     || children.is_null()
                 {
                     continue;
@@ -729,7 +618,8 @@ impl LibZfs {
         let list = NvList::with_boolean(name)?;
         let mut errors: *mut sys::nvlist_t = ptr::null_mut();
         // SAFETY: `list` is a valid nvlist; `errors` is freed below.
-        let rc = unsafe { sys::lzc_destroy_snaps(list.0.as_ptr(), sys::boolean_t_B_FALSE, &mut errors) };
+        let rc =
+            unsafe { sys::lzc_destroy_snaps(list.0.as_ptr(), sys::boolean_t_B_FALSE, &mut errors) };
         if !errors.is_null() {
             // SAFETY: lzc allocated it for us.
             unsafe { sys::nvlist_free(errors) };
@@ -760,12 +650,13 @@ impl NvList {
         let mut nvl: *mut sys::nvlist_t = ptr::null_mut();
         // SAFETY: nvlist_alloc writes a new list to `nvl` on success.
         let rc = unsafe { sys::nvlist_alloc(&mut nvl, sys::NV_UNIQUE_NAME, 0) };
-        let list = NonNull::new(nvl).filter(|_| rc == 0).map(NvList).ok_or_else(|| {
-            ZfsError::Call {
+        let list = NonNull::new(nvl)
+            .filter(|_| rc == 0)
+            .map(NvList)
+            .ok_or_else(|| ZfsError::Call {
                 what: "nvlist_alloc".into(),
                 why: os_error(rc),
-            }
-        })?;
+            })?;
         // SAFETY: the list is valid and the name a valid C string.
         let rc = unsafe { sys::nvlist_add_boolean(list.0.as_ptr(), c.as_ptr()) };
         if rc != 0 {
@@ -794,7 +685,9 @@ unsafe fn read_u64_array(nv: *mut sys::nvlist_t, key: &[u8]) -> Vec<u64> {
     let mut n: sys::uint_t = 0;
     // SAFETY: per the contract; the array belongs to the nvlist and is copied at once.
     unsafe {
-        if sys::nvlist_lookup_uint64_array(nv, key.as_ptr().cast(), &mut p, &mut n) != 0 || p.is_null() {
+        if sys::nvlist_lookup_uint64_array(nv, key.as_ptr().cast(), &mut p, &mut n) != 0
+            || p.is_null()
+        {
             return Vec::new();
         }
         std::slice::from_raw_parts(p, n as usize).to_vec()
@@ -809,9 +702,17 @@ unsafe fn read_scan(root: *mut sys::nvlist_t) -> Option<ScanInfo> {
     // SAFETY: per the contract.
     let raw = unsafe { read_u64_array(root, sys::ZPOOL_CONFIG_SCAN_STATS) };
     let mut ps = sys::pool_scan_stat_t::default();
-    let n = raw.len().min(std::mem::size_of::<sys::pool_scan_stat_t>() / 8);
+    let n = raw
+        .len()
+        .min(std::mem::size_of::<sys::pool_scan_stat_t>() / 8);
     // SAFETY: pool_scan_stat_t is plain u64 fields; n is within both buffers.
-    unsafe { ptr::copy_nonoverlapping(raw.as_ptr(), (&mut ps as *mut sys::pool_scan_stat_t).cast::<u64>(), n) };
+    unsafe {
+        ptr::copy_nonoverlapping(
+            raw.as_ptr(),
+            (&mut ps as *mut sys::pool_scan_stat_t).cast::<u64>(),
+            n,
+        )
+    };
     if n < 9 {
         return None;
     }
