@@ -8,7 +8,8 @@
 set -eu
 R=/results
 S=/var/lib/labnode/snapshots
-step() { echo "== $(date +%s) $*"; }
+# Each step also goes to the console, so a run that hangs shows where.
+step() { echo "== $(date +%s) $*" | tee /dev/ttyS0; }
 fail() { echo "FAIL: $*"; exit 1; }
 
 step "pools and datasets"
