@@ -61,13 +61,10 @@ while [ $r -le "$rounds" ]; do
   seen=$(awk '/"metric": "labnode_zfs_snapshot_enumerated"/ { f = 1 } f && /"value"/ { gsub(/[^0-9.]/, "", $2); print $2 + 0; exit }' "$f")
   awk -v s="$seen" '{ $2 = s; print }' OFS='\t' /tmp/enum.out >/tmp/enum.2 && mv /tmp/enum.2 /tmp/enum.out
   row labnode $r
-  # The in-process contenders once: they only explain where the time goes.
-  if [ $r = 1 ]; then
-    for mode in summary full; do
-      snapshot_enum $mode >/tmp/enum.out
-      row $mode $r
-    done
-  fi
+  for mode in summary full; do
+    snapshot_enum $mode >/tmp/enum.out
+    row $mode $r
+  done
   r=$((r + 1))
 done
 cat $R/bench.tsv
