@@ -167,7 +167,12 @@ YAML
 bg prometheus prometheus --config.file="$T/prometheus.yml" --storage.tsdb.path="$T/pdata" \
   --web.listen-address="127.0.0.1:$pport"
 wait_for 30 "prometheus to answer" curl -fsS "http://127.0.0.1:$pport/-/ready"
-wait_for 30 "the RPO recording rule" bash -c "[ -n \"\$(curl -fsS 'http://127.0.0.1:$pport/api/v1/query' --data-urlencode 'query=dataset:labnode_zfs_rpo_seconds:max' | jq -r '.data.result[0].value[1] // empty')\" ]"
+rpo_recorded() { [ -n "$(prom_query "$pport" 'dataset:labnode_zfs_rpo_seconds:max')" ]; }
+end=$((SECONDS + 60))
+until rpo_recorded; do
+  [ "$SECONDS" -lt "$end" ] || fail "no RPO recording rule result after 60s; target: $(curl -fsS "http://127.0.0.1:$pport/api/v1/targets" | jq -c '[.data.activeTargets[] | {health, lastError}]')"
+  sleep 0.5
+done
 sleep 3
 n=0
 while IFS=$'\t' read -r title expr; do
