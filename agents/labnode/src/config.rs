@@ -13,7 +13,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
 /// Default snapshot directory.
 pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/labnode/snapshots";
 /// Every collector this build knows, in the order they run.
-pub const KNOWN_COLLECTORS: [&str; 4] = ["system", "gpu", "net", "rollback"];
+pub const KNOWN_COLLECTORS: [&str; 5] = ["system", "gpu", "zfs", "net", "rollback"];
 
 /// The whole file. Unknown keys are errors.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -38,6 +38,8 @@ pub struct Collectors {
     pub system: Option<labnode_system::Config>,
     /// The `gpu` collector.
     pub gpu: Option<labnode_gpu::Config>,
+    /// The `zfs` collector.
+    pub zfs: Option<labnode_zfs::Config>,
     /// The `net` collector.
     pub net: Option<labnode_net::Config>,
     /// The `rollback` collector.
@@ -61,6 +63,7 @@ impl Config {
                 c.system.as_ref().map(|s| (s.interval, s.deadline)),
             ),
             ("gpu", c.gpu.as_ref().map(|g| (g.interval, g.deadline))),
+            ("zfs", c.zfs.as_ref().map(|z| (z.interval, z.deadline))),
             ("net", c.net.as_ref().map(|n| (n.interval, n.deadline))),
             (
                 "rollback",
@@ -102,6 +105,16 @@ impl Config {
         if let Some(r) = &self.rollback {
             r.check(path, text, "rollback")?;
         }
+        if let Some(z) = &c.zfs {
+            if z.snapshot_interval.is_some_and(|s| s.get() < z.interval()) {
+                return Err(ConfigError::at_key(
+                    path,
+                    text,
+                    "collectors.zfs.snapshot_interval",
+                    "snapshots are enumerated at most once per run: snapshot_interval must not be shorter than interval",
+                ));
+            }
+        }
         if let Some(dir) = &self.snapshot_dir {
             if !dir.is_absolute() {
                 return Err(ConfigError::at_key(
@@ -138,6 +151,7 @@ impl Config {
             .filter(|name| match *name {
                 "system" => self.collectors.system.as_ref().is_none_or(|c| c.enabled()),
                 "gpu" => self.collectors.gpu.as_ref().is_none_or(|c| c.enabled()),
+                "zfs" => self.collectors.zfs.as_ref().is_none_or(|c| c.enabled()),
                 "net" => self.collectors.net.as_ref().is_none_or(|c| c.enabled()),
                 "rollback" => self
                     .collectors
@@ -182,6 +196,10 @@ impl Config {
             "gpu" => Some(Arc::new(labnode_gpu::GpuCollector::new(
                 &self.collectors.gpu.clone().unwrap_or_default(),
             ))),
+            "zfs" => Some(Arc::new(labnode_zfs::ZfsCollector::new(
+                &self.collectors.zfs.clone().unwrap_or_default(),
+                Some(self.snapshot_dir()),
+            ))),
             "net" => Some(Arc::new(labnode_net::NetCollector::new(
                 &self.collectors.net.clone().unwrap_or_default(),
                 &self.snapshot_dir(),
@@ -210,7 +228,7 @@ mod tests {
     fn defaults_bind_loopback() {
         let cfg = check("").expect("empty config is valid");
         assert!(cfg.listen().ip().is_loopback());
-        assert_eq!(cfg.enabled(), vec!["system", "gpu", "net", "rollback"]);
+        assert_eq!(cfg.enabled(), vec!["system", "gpu", "zfs", "net", "rollback"]);
     }
 
     #[test]
@@ -234,6 +252,15 @@ mod tests {
     }
 
     #[test]
+    fn zfs_snapshot_interval_is_checked() {
+        let e = check("collectors:\n  zfs:\n    interval: 1m\n    snapshot_interval: 30s\n")
+            .expect_err("shorter than the interval");
+        assert_eq!(e.key.as_deref(), Some("collectors.zfs.snapshot_interval"));
+        assert_eq!(e.line, Some(4));
+        check("collectors:\n  zfs:\n    interval: 15s\n    snapshot_interval: 5m\n").expect("fine");
+    }
+
+    #[test]
     fn unknown_collector_section_is_an_error() {
         let e = check("collectors:\n  sytsem: {}\n").expect_err("typo");
         assert_eq!(e.key.as_deref(), Some("collectors.sytsem"));
@@ -242,7 +269,7 @@ mod tests {
 
     #[test]
     fn disabled_and_unknown_collectors() {
-        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n  net:\n    enabled: false\n  rollback:\n    enabled: false\n")
+        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n  zfs:\n    enabled: false\n  net:\n    enabled: false\n  rollback:\n    enabled: false\n")
             .expect("valid");
         assert!(cfg.enabled().is_empty());
         assert!(cfg.build(&["gpux".into()]).is_err());

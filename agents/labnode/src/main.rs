@@ -1,6 +1,7 @@
 //! `labnode`: the one binary of the labnode agents.
 
 mod config;
+mod drill_zfs;
 mod report_cmd;
 mod rollback;
 
@@ -61,6 +62,9 @@ enum DrillCommand {
     /// Roll the system profile back one generation and forward again, timing every phase
     /// until every health gate is green. Prints the plan unless --yes.
     Rollback(rollback::DrillRollbackArgs),
+    /// Write a data set into a scratch dataset, snapshot, damage it, roll back and verify
+    /// every file, timing each phase.
+    Zfs(drill_zfs::DrillZfsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +277,10 @@ fn main() -> ExitCode {
         Command::Net(cmd) => net(cmd),
         Command::Drill(DrillCommand::Rollback(a)) => rollback::drill(a),
         Command::SafeSwitch(a) => rollback::safe_switch(a),
+        Command::Drill(DrillCommand::Zfs(a)) => load_config(a.config.as_ref()).and_then(|cfg| {
+            drill_zfs::run(a, cfg.snapshot_dir())
+                .map_err(|(code, message)| Failure { code, message })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

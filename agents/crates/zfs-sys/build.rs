@@ -1,0 +1,133 @@
+//! Generates the bindings against the installed libzfs and links it.
+//!
+//! pkg-config finds the headers and libraries (`libzfs` requires `libzfs_core`; both link
+//! libnvpair). Set `PKG_CONFIG_PATH` to use another OpenZFS, and `LIBCLANG_PATH` if
+//! bindgen cannot find libclang.
+
+use std::env;
+use std::path::PathBuf;
+
+const FUNCTIONS: &[&str] = &[
+    "libzfs_init",
+    "libzfs_fini",
+    "libzfs_print_on_error",
+    "libzfs_errno",
+    "libzfs_error_description",
+    "libzfs_error_init",
+    "zpool_iter",
+    "zpool_get_name",
+    "zpool_close",
+    "zpool_get_prop",
+    "zpool_get_prop_int",
+    "zpool_refresh_stats",
+    "zpool_get_config",
+    "zpool_vdev_name",
+    "zpool_state_to_name",
+    "zfs_open",
+    "zfs_close",
+    "zfs_get_name",
+    "zfs_get_type",
+    "zfs_prop_get",
+    "zfs_prop_get_int",
+    "zfs_get_user_props",
+    "zfs_is_mounted",
+    "zfs_iter_root",
+    "zfs_iter_filesystems_v2",
+    "zfs_iter_snapshots_v2",
+    "lzc_snapshot",
+    "lzc_rollback_to",
+    "lzc_destroy_snaps",
+    "lzc_exists",
+    "nvlist_alloc",
+    "nvlist_free",
+    "nvlist_add_boolean",
+    "nvlist_lookup_nvlist",
+    "nvlist_lookup_nvlist_array",
+    "nvlist_lookup_uint64",
+    "nvlist_lookup_uint64_array",
+    "nvlist_lookup_string",
+    "nvlist_next_nvpair",
+    "nvpair_name",
+];
+
+const TYPES: &[&str] = &[
+    "vdev_stat_t",
+    "pool_scan_stat_t",
+    "zpool_prop_t",
+    "zfs_prop_t",
+    "zfs_type_t",
+    "vdev_state_t",
+    "vdev_aux_t",
+    "pool_scan_func_t",
+    "dsl_scan_state_t",
+    "vdev_name_t",
+    "zprop_source_t",
+];
+
+const VARS: &[&str] = &[
+    "ZPOOL_CONFIG_.*",
+    "ZFS_ITER_SIMPLE",
+    "ZFS_MAXPROPLEN",
+    "ZPOOL_MAXPROPLEN",
+    "ZPROP_VALUE",
+    "NV_UNIQUE_NAME",
+];
+
+fn main() {
+    println!("cargo:rerun-if-changed=wrapper.h");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    let mut include_paths = Vec::new();
+    let mut version = String::new();
+    for name in ["libzfs", "libzfs_core"] {
+        match pkg_config::Config::new().atleast_version("2.2").probe(name) {
+            Ok(lib) => {
+                include_paths.extend(lib.include_paths);
+                if version.is_empty() {
+                    version = lib.version;
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "labnode-zfs-sys: pkg-config cannot find {name} (OpenZFS >= 2.2 user headers and libraries):\n{e}\n\
+                     On Debian: `apt-get install -t bookworm-backports libzfslinux-dev` (contrib); \
+                     on NixOS: pkg-config and zfs.dev in the build inputs."
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("cargo:rustc-env=LABNODE_LIBZFS_VERSION={version}");
+
+    let mut builder = bindgen::Builder::default()
+        .header("wrapper.h")
+        // OpenZFS builds its user libraries with these; libspl's headers need stat64.
+        .clang_args(["-D_GNU_SOURCE", "-D_LARGEFILE64_SOURCE"])
+        .clang_args(include_paths.iter().map(|p| format!("-I{}", p.display())))
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
+        .allowlist_recursively(true)
+        .layout_tests(false)
+        .wrap_unsafe_ops(true)
+        .derive_default(true)
+        .generate_comments(false);
+    for f in FUNCTIONS {
+        builder = builder.allowlist_function(f);
+    }
+    for t in TYPES {
+        builder = builder.allowlist_type(t);
+    }
+    for v in VARS {
+        builder = builder.allowlist_var(v);
+    }
+    let bindings = match builder.generate() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("labnode-zfs-sys: bindgen failed on the libzfs headers: {e}");
+            std::process::exit(1);
+        }
+    };
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("bindings.rs");
+    if let Err(e) = bindings.write_to_file(&out) {
+        eprintln!("labnode-zfs-sys: cannot write {}: {e}", out.display());
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,103 @@
+//! `labnode drill zfs`: the ZFS rollback drill on a scratch dataset.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Arguments of `labnode drill zfs`.
+#[derive(Debug, Args)]
+pub struct DrillZfsArgs {
+    /// The scratch dataset, POOL/FS; it must have the user property labnode:scratch=on
+    /// (the drill destroys what it writes there and rolls the dataset back).
+    #[arg(long, value_name = "POOL/FS")]
+    pub dataset: String,
+    /// Name of the snapshot the result is stored in (letters, digits, '.', '_', '-').
+    #[arg(long, value_name = "NAME", default_value = "zfs-drill")]
+    pub label: String,
+    /// Directory to write to; overrides the config. Default /var/lib/labnode/snapshots.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Configuration file (YAML).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Files in the drill's data set.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub files: u64,
+    /// Bytes per file.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=(1 << 34)))]
+    pub file_size: u64,
+    /// Lock file that keeps two drills from running at once.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/run/lock/labnode-zfs-drill.lock"
+    )]
+    pub lock_file: PathBuf,
+}
+
+/// Runs the drill and stores its result; `Err((exit code, message))` on failure.
+#[cfg(feature = "zfs")]
+pub fn run(args: DrillZfsArgs, snapshot_dir: PathBuf) -> Result<(), (u8, String)> {
+    use labnode_core::host::{self, HostPaths};
+    use labnode_core::snapshot::{self, Snapshot, Store};
+    use labnode_zfs::drill::RECORD_KIND;
+    use labnode_zfs::run_drill::{self, DrillOptions};
+    use std::io::IsTerminal;
+
+    snapshot::check_label(&args.label).map_err(|e| (2, format!("--label: {e}")))?;
+    let dir = args.out.unwrap_or(snapshot_dir);
+    let opts = DrillOptions {
+        dataset: args.dataset,
+        files: args.files,
+        file_size: args.file_size,
+        lock: args.lock_file,
+        progress: std::io::stderr().is_terminal()
+            && std::env::var_os("CI").is_none_or(|v| v != "true"),
+    };
+    let result =
+        run_drill::run(&opts).map_err(|e| (if e.is_usage() { 2 } else { 1 }, e.to_string()))?;
+    let mut snap = Snapshot::new(&args.label, host::facts(&HostPaths::default()))
+        .map_err(|e| (2, e.to_string()))?;
+    snap.add_metrics("drill_zfs", &result.metrics());
+    snap.add_record(RECORD_KIND, &result)
+        .map_err(|e| (1, format!("cannot record the result: {e}")))?;
+    let path = Store::new(&dir)
+        .write(&snap)
+        .map_err(|e| (1, format!("cannot write the snapshot: {e}")))?;
+    let phases: Vec<String> = labnode_zfs::drill::PHASES
+        .iter()
+        .filter_map(|p| result.phases.get(*p).map(|s| format!("{p} {s:.3}s")))
+        .collect();
+    println!(
+        "{}: {} of {} files verified after rollback; {}; recovery {}",
+        result.dataset,
+        result.verified,
+        result.files,
+        phases.join(", "),
+        result
+            .recovery_seconds
+            .map_or_else(|| "not reached".to_owned(), |r| format!("{r:.3}s"))
+    );
+    println!("{}", path.display());
+    if result.success {
+        return Ok(());
+    }
+    let why = result.error.clone().unwrap_or_else(|| {
+        format!(
+            "{} files did not come back: {}",
+            result.mismatched.len(),
+            result.mismatched.join("; ")
+        )
+    });
+    Err((1, format!("the drill failed: {why}")))
+}
+
+/// Without libzfs there is no drill.
+#[cfg(not(feature = "zfs"))]
+pub fn run(_args: DrillZfsArgs, _snapshot_dir: PathBuf) -> Result<(), (u8, String)> {
+    Err((
+        2,
+        "this labnode was built without the zfs feature (no libzfs): `drill zfs` is not available"
+            .into(),
+    ))
+}
