@@ -74,6 +74,14 @@ YAML
   prom=$port
 }
 
+# fast_rules SRC DST: a copy of the rule file SRC whose groups are evaluated every second
+# instead of every minute, so a test sees recording rules without waiting for a group's
+# first evaluation, which Prometheus may place anywhere in the first minute.
+fast_rules() {
+  sed 's/^\(    interval:\) 1m$/\1 1s/' "$1" >"$2"
+  grep -q '^    interval: 1s$' "$2" || fail "$1 has no 1m group interval to shorten"
+}
+
 # metric_value TEXT_FILE SERIES: the value of the exposition line that starts with SERIES.
 metric_value() {
   awk -v s="$2" 'index($0, s" ") == 1 { print $NF; exit }' "$1"

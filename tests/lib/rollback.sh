@@ -88,7 +88,7 @@ watch_rollback() {
   M="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../modules/monitoring" && pwd)"
   bg rollback-collector "$LABNODE_BIN" serve --config "$T/labnode.yaml" --collector rollback
   wait_for 10 "the rollback collector" curl -fsS "http://127.0.0.1:$1/metrics"
-  sed 's/^    interval: 1m$/    interval: 1s/' "$M/rules/recording.yaml" >"$T/recording.yaml"
+  fast_rules "$M/rules/recording.yaml" "$T/recording.yaml"
   pport=$(free_port)
   {
     echo "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}"

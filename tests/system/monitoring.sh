@@ -69,10 +69,14 @@ bg node prometheus-node-exporter --web.listen-address="127.0.0.1:$nport"
 bport=$(free_port)
 LABNODE_FAKE_NVML_PROFILE="$(dirname "$0")/../fake-nvml/profiles/init-failure.json" \
   bg labnode-broken "$LABNODE_BIN" serve --config "$T/gpu.yaml" --collector gpu --listen "127.0.0.1:$bport"
+# The shipped rules; the recording group evaluated every second instead of every minute.
+mkdir -p "$T/rules"
+for r in "$M"/rules/*.yaml; do cp "$r" "$T/rules/"; done
+fast_rules "$M/rules/recording.yaml" "$T/rules/recording.yaml"
 {
   echo "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}"
   echo "rule_files:"
-  for r in "$M"/rules/*.yaml; do echo "  - $r"; done
+  for r in "$T"/rules/*.yaml; do echo "  - $r"; done
   echo "scrape_configs:"
   for j in "labnode-system $sport" "labnode-gpu $gport" "node $nport" "labnode-broken $bport"; do
     set -- $j

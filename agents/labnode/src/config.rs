@@ -228,7 +228,10 @@ mod tests {
     fn defaults_bind_loopback() {
         let cfg = check("").expect("empty config is valid");
         assert!(cfg.listen().ip().is_loopback());
-        assert_eq!(cfg.enabled(), vec!["system", "gpu", "zfs", "net", "rollback"]);
+        assert_eq!(
+            cfg.enabled(),
+            vec!["system", "gpu", "zfs", "net", "rollback"]
+        );
     }
 
     #[test]
