@@ -251,16 +251,30 @@ impl Snapshot {
                 .unwrap_or("")
                 .to_owned(),
         };
-        // Check the version first, so a newer schema says so instead of "unknown field".
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(parse_err)?;
-        let found = value.get("schema_version").and_then(|v| v.as_u64());
-        if found != Some(u64::from(SCHEMA_VERSION)) {
-            return Err(SnapshotError::Version {
-                path: path.to_owned(),
-                found: found.unwrap_or(0),
-            });
+        let version_err = |found: u64| SnapshotError::Version {
+            path: path.to_owned(),
+            found,
+        };
+        match serde_json::from_slice::<Snapshot>(bytes) {
+            Ok(snap) if snap.schema_version == SCHEMA_VERSION => Ok(snap),
+            Ok(snap) => Err(version_err(u64::from(snap.schema_version))),
+            Err(e) => {
+                // Another schema version says so, instead of "unknown field": only on
+                // failure is the document read a second time, for its version alone.
+                #[derive(Deserialize)]
+                struct Version {
+                    schema_version: Option<u64>,
+                }
+                match serde_json::from_slice::<Version>(bytes) {
+                    Ok(Version { schema_version })
+                        if schema_version != Some(SCHEMA_VERSION.into()) =>
+                    {
+                        Err(version_err(schema_version.unwrap_or(0)))
+                    }
+                    _ => Err(parse_err(e)),
+                }
+            }
         }
-        serde_json::from_slice(bytes).map_err(parse_err)
     }
 
     /// The file name this snapshot is stored under: time first, so names sort by time.
