@@ -1,7 +1,12 @@
 # The c220g5 node: its hardware and disks, its networks, and which labnode modules are on.
 # Values only: every option is declared by a module under modules/.
-{lib, ...}: let
+{
+  config,
+  lib,
+  ...
+}: let
   operator = import ./operator.nix;
+  agents = config.labnode.agents;
 in {
   imports = [
     ./hardware.nix
@@ -109,6 +114,11 @@ in {
           http.url = "http://127.0.0.1:9090/-/ready";
         }
         {gpu.devices = 1;}
+        # Every pool ONLINE, read from the zfs collector's own exporter.
+        {
+          name = "zfs";
+          zfs_pools.metrics = "http://${agents.listenAddress}:${toString agents.collectors.zfs.port}/metrics";
+        }
       ];
     };
 
