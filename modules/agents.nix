@@ -260,10 +260,22 @@ in {
         default = null;
         description = "File with the token clients must present (labnode.secrets points it at the sops secret).";
       };
+      quicPorts = {
+        from = lib.mkOption {
+          type = lib.types.port;
+          default = 9472;
+          description = "First UDP port a QUIC test may use (`labnode net serve --quic-ports`).";
+        };
+        to = lib.mkOption {
+          type = lib.types.port;
+          default = 9473;
+          description = "Last UDP port a QUIC test may use; the range must hold at least as many ports as tests may run at once (2).";
+        };
+      };
       openFirewall = lib.mkOption {
         type = lib.types.bool;
         default = false;
-        description = "Whether to open the probe port (TCP and UDP) in the firewall.";
+        description = "Whether to open the probe's TCP port and its QUIC UDP port range in the firewall.";
       };
     };
 
@@ -281,6 +293,11 @@ in {
       {
         assertion = cfg.netServe.enable -> cfg.netServe.tokenFile != null;
         message = "labnode.agents.netServe needs tokenFile (labnode.secrets provides it from sops).";
+      }
+      {
+        # net serve runs at most 2 tests at once, each on its own UDP port.
+        assertion = cfg.netServe.enable -> cfg.netServe.quicPorts.to - cfg.netServe.quicPorts.from >= 1;
+        message = "labnode.agents.netServe.quicPorts must hold at least 2 ports (from < to).";
       }
     ];
 
@@ -385,6 +402,8 @@ in {
                 (lib.concatStringsSep "," cfg.netServe.allow)
                 "--token-file"
                 "%d/token"
+                "--quic-ports"
+                "${toString cfg.netServe.quicPorts.from}-${toString cfg.netServe.quicPorts.to}"
               ];
               Restart = "on-failure";
               RestartSec = "5s";
@@ -408,7 +427,7 @@ in {
       port = lib.toInt (lib.last (lib.splitString ":" cfg.netServe.listen));
     in {
       allowedTCPPorts = [port];
-      allowedUDPPorts = [port];
+      allowedUDPPortRanges = [{inherit (cfg.netServe.quicPorts) from to;}];
     });
   };
 }

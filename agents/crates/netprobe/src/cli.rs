@@ -65,6 +65,27 @@ pub struct ServeArgs {
     /// restarts. Default: a new certificate at every start.
     #[arg(long, value_name = "DIR")]
     pub identity: Option<PathBuf>,
+    /// UDP ports QUIC tests may use, e.g. 9472-9479, so a firewall can open exactly these
+    /// (at least --max-tests of them). Default: any ephemeral port.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    pub quic_ports: Option<(u16, u16)>,
+}
+
+/// `FIRST-LAST` (or one port), both 1..65535, FIRST <= LAST.
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1 to 65535)"))
+    };
+    let (first, last) = (port(a)?, port(b)?);
+    if first > last {
+        return Err(format!("{first}-{last}: the first port is above the last"));
+    }
+    Ok((first, last))
 }
 
 /// `labnode net bench`.
@@ -150,6 +171,14 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
             "--max-tests must be at least 1 and --max-streams 1 to 128",
         ));
     }
+    if let Some((first, last)) = a.quic_ports {
+        if usize::from(last - first) + 1 < a.max_tests {
+            return Err(usage(format!(
+                "--quic-ports {first}-{last} has fewer ports than --max-tests ({})",
+                a.max_tests
+            )));
+        }
+    }
     let identity = match &a.identity {
         Some(d) => Identity::load_or_create(d),
         None => Identity::generate(),
@@ -158,10 +187,16 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     let listener = TcpListener::bind(a.listen)
         .map_err(|e| runtime(format!("cannot listen on {}: {e}", a.listen)))?;
     let local = listener.local_addr().map_err(|e| runtime(e.to_string()))?;
-    println!(
-        "listening on {local} (TCP; QUIC on UDP ports of {})",
-        local.ip()
-    );
+    match a.quic_ports {
+        Some((first, last)) => println!(
+            "listening on {local} (TCP; QUIC on UDP ports {first}-{last} of {})",
+            local.ip()
+        ),
+        None => println!(
+            "listening on {local} (TCP; QUIC on UDP ports of {})",
+            local.ip()
+        ),
+    }
     println!(
         "allowing {}",
         allow
@@ -180,6 +215,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         max_tests: a.max_tests,
         max_streams: a.max_streams,
         identity,
+        quic_ports: a.quic_ports,
     });
     server
         .run(listener)
@@ -430,4 +466,19 @@ pub fn summary(run: &RunResult) -> String {
         run.throughput_bits_per_second / 1e6,
         ms(run.rtt_seconds)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(parse_port_range("9472-9479"), Ok((9472, 9479)));
+        assert_eq!(parse_port_range("9472"), Ok((9472, 9472)));
+        assert!(parse_port_range("9479-9472").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("9472-99999").is_err());
+        assert!(parse_port_range("udp").is_err());
+    }
 }

@@ -41,6 +41,28 @@ pub struct Settings {
     pub max_streams: u32,
     /// The QUIC certificate.
     pub identity: Identity,
+    /// UDP ports QUIC tests may use (inclusive), so a firewall can open exactly these;
+    /// `None`: any ephemeral port.
+    pub quic_ports: Option<(u16, u16)>,
+}
+
+/// A UDP socket on `ip` for one QUIC test: the first free port of `range`, or an ephemeral
+/// port without one.
+pub fn bind_quic(ip: IpAddr, range: Option<(u16, u16)>) -> std::io::Result<UdpSocket> {
+    let Some((first, last)) = range else {
+        return UdpSocket::bind(SocketAddr::new(ip, 0));
+    };
+    for port in first..=last {
+        match UdpSocket::bind(SocketAddr::new(ip, port)) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("every UDP port of {first}-{last} on {ip} is in use"),
+    ))
 }
 
 /// What one data stream delivered.
@@ -460,7 +482,7 @@ impl Server {
         duration: Duration,
         tx: mpsc::Sender<StreamDone>,
     ) -> Result<u16, String> {
-        let sock = UdpSocket::bind(SocketAddr::new(self.settings.listen.ip(), 0))
+        let sock = bind_quic(self.settings.listen.ip(), self.settings.quic_ports)
             .map_err(|e| e.to_string())?;
         let port = sock.local_addr().map_err(|e| e.to_string())?.port();
         let cfg = quic::server_config(&self.settings.identity, congestion, streams)?;
@@ -579,4 +601,42 @@ async fn quic_receive(
         last,
         cpu: Duration::ZERO,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quic_sockets_stay_in_their_range() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        // Find three consecutive free ports, then hold the first.
+        let base = (20_000..60_000)
+            .step_by(7)
+            .find(|&p| (p..p + 3).all(|q| UdpSocket::bind(SocketAddr::new(ip, q)).is_ok()))
+            .expect("three free ports");
+        let held = UdpSocket::bind(SocketAddr::new(ip, base)).expect("hold the first");
+        let s = bind_quic(ip, Some((base, base + 2))).expect("a port in range");
+        assert_eq!(
+            s.local_addr().expect("addr").port(),
+            base + 1,
+            "the busy first port is skipped"
+        );
+        let t = bind_quic(ip, Some((base, base + 2))).expect("the last one");
+        assert_eq!(t.local_addr().expect("addr").port(), base + 2);
+        let e = bind_quic(ip, Some((base, base + 2))).expect_err("all busy");
+        assert!(
+            e.to_string().contains(&format!("{base}-{}", base + 2)),
+            "{e}"
+        );
+        drop((held, s, t));
+        assert_ne!(
+            bind_quic(ip, None)
+                .expect("ephemeral")
+                .local_addr()
+                .expect("addr")
+                .port(),
+            0
+        );
+    }
 }

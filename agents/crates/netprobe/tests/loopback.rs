@@ -15,6 +15,10 @@ use labnode_netprobe::server::{Server, Settings};
 const TOKEN: &[u8] = b"a-token-of-at-least-16-bytes";
 
 fn start(allow: &str) -> (SocketAddr, String) {
+    start_with(allow, None)
+}
+
+fn start_with(allow: &str, quic_ports: Option<(u16, u16)>) -> (SocketAddr, String) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     let identity = Identity::generate().expect("cert");
@@ -27,6 +31,7 @@ fn start(allow: &str) -> (SocketAddr, String) {
         max_tests: 2,
         max_streams: 4,
         identity,
+        quic_ports,
     });
     std::thread::spawn(move || server.run(l));
     (addr, fp)
@@ -109,6 +114,20 @@ fn tcp_and_quic_runs_measure_and_refusals_leave_the_server_serving() {
     }
     // Still serving.
     client::run_tcp(&good, "cubic", &progress()).expect("served after the refusals");
+}
+
+#[test]
+fn quic_runs_through_a_fixed_port_range() {
+    // A range a firewall could open; the test's endpoint must come from it.
+    let ip: std::net::IpAddr = [127, 0, 0, 1].into();
+    let free = (30_000..60_000)
+        .step_by(11)
+        .find(|&p| (p..p + 2).all(|q| std::net::UdpSocket::bind((ip, q)).is_ok()))
+        .expect("two free UDP ports");
+    let (addr, fp) = start_with("127.0.0.0/8", Some((free, free + 1)));
+    let q = client::run_quic(&plan(addr, &fp, TOKEN, 0.3), "cubic", &progress())
+        .expect("quic run through the range");
+    assert!(q.bytes > 0, "{q:?}");
 }
 
 #[test]
