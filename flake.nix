@@ -64,6 +64,20 @@
       };
 
     vmTest = file: pkgs.testers.runNixOSTest (import file {inherit self lib;});
+
+    # The Nix style checker tests/run uses offline: the alejandra 3.1.0 library behind a
+    # small CLI. The flake checks and formats with the same one, so a newer alejandra in
+    # nixpkgs cannot disagree with the offline check.
+    alejandraCheck = pkgs.rustPlatform.buildRustPackage {
+      pname = "alejandra-check";
+      version = "3.1.0";
+      src = ./tools/alejandra-check;
+      cargoLock.lockFile = ./tools/alejandra-check/Cargo.lock;
+      meta.mainProgram = "alejandra-check";
+    };
+    nixFormatter = pkgs.writeShellScriptBin "labnode-nix-fmt" ''
+      exec ${lib.getExe alejandraCheck} --write "$@"
+    '';
   in {
     packages.${system} = {
       labnode = pkgs.callPackage ./agents/package.nix {};
@@ -80,8 +94,8 @@
 
     checks.${system} = {
       labnode = self.packages.${system}.labnode;
-      format = pkgs.runCommand "labnode-format-check" {nativeBuildInputs = [pkgs.alejandra];} ''
-        alejandra --check ${self} && touch $out
+      format = pkgs.runCommand "labnode-format-check" {} ''
+        ${lib.getExe alejandraCheck} --check ${self} && touch $out
       '';
       lint = pkgs.runCommand "labnode-deadnix" {nativeBuildInputs = [pkgs.deadnix];} ''
         deadnix --fail ${self} && touch $out
@@ -103,13 +117,15 @@
       vm-host = vmTest ./tests/host.nix;
     };
 
-    formatter.${system} = pkgs.alejandra;
+    formatter.${system} = nixFormatter;
 
     devShells.${system}.default = pkgs.mkShell {
       inputsFrom = [self.packages.${system}.labnode];
       packages = with pkgs; [
         age
-        alejandra
+        # alejandra-check --check . (what CI runs) and labnode-nix-fmt (nix fmt).
+        alejandraCheck
+        nixFormatter
         clippy
         deadnix
         jq
