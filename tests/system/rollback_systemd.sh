@@ -137,7 +137,18 @@ note "the service never answers: rolled back at the 3 s confirm timeout (detect 
 # 6. kill -9 of labnode mid-confirmation: its transient systemd guard rolls back at once.
 slow=$(web_generation "sd-slow-$$" ok 8 "$port" systemd)
 bg switch-killed in_sd "$LABNODE_BIN" safe-switch --to "$slow" --confirm-timeout 60s --config "$T/labnode.yaml"
-confirming() { [ "$(jq -r .phase "$T/state/pending.json" 2>/dev/null)" = switch ] && [ "$(readlink -f "$T/current-system")" = "$slow" ]; }
+# Mid-confirmation: the activation has finished (systemd runs the slow generation's
+# web.service, whose httpd answers only after 8 s) and labnode is still in its `switch`
+# phase, waiting for the gates. (The activation flips current-system before it talks to
+# systemd, so the symlink alone would also match a half-done activation.)
+confirming() {
+  [ "$(jq -r .phase "$T/state/pending.json" 2>/dev/null)" = switch ] &&
+    [ "$(readlink -f "$T/current-system")" = "$slow" ] || return 1
+  local unit
+  unit=$(in_sd systemctl show -p Description -p ActiveState web.service) &&
+    grep -qx "ActiveState=active" <<<"$unit" &&
+    grep -qx "Description=test web service sd-slow-$$" <<<"$unit"
+}
 wait_for 20 "the switch to be mid-confirmation" confirming
 sleep 1
 lpid=$(jq -r .pid "$T/state/pending.json")
