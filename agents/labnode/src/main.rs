@@ -1,6 +1,7 @@
 //! `labnode`: the one binary of the labnode agents.
 
 mod config;
+mod demo;
 mod drill_zfs;
 mod report_cmd;
 mod rollback;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use labnode_core::host::{self, HostPaths};
+use labnode_core::host;
 use labnode_core::snapshot::{self, Snapshot, Store};
 use labnode_core::{Hub, http, hub};
 
@@ -22,6 +23,7 @@ use crate::config::Config;
 #[derive(Debug, Parser)]
 #[command(name = "labnode", version, about, long_about = None)]
 #[command(after_help = "Examples:\n  \
+    sudo labnode demo                                 # measure this machine, before and after: the report\n  \
     labnode serve --config /etc/labnode/config.yaml    # Prometheus exporter on 127.0.0.1:9466\n  \
     labnode collect --label before --out ./snapshots  # one snapshot of this host\n  \
     labnode config check /etc/labnode/config.yaml     # validate a config file\n  \
@@ -36,6 +38,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure this machine before and after, for real, with embedded defaults, and write
+    /// the report: the network (CUBIC without a tunnel, then BBR through WireGuard) between
+    /// two network namespaces over an emulated link, a rollback drill on a scratch Nix
+    /// profile, every collector. About a minute; needs root; removes all it made.
+    Demo(demo::DemoArgs),
     /// Run the Prometheus exporter: collectors poll in the background, /metrics serves
     /// their last results and never waits on one.
     Serve(ServeArgs),
@@ -195,14 +202,48 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
 fn collect(args: CollectArgs) -> Result<(), Failure> {
     snapshot::check_label(&args.label).map_err(|e| Failure::usage(format!("--label: {e}")))?;
     let cfg = load_config(args.config.as_ref())?;
-    let collectors = cfg.build(&args.collectors).map_err(Failure::usage)?;
     let dir = args.out.clone().unwrap_or_else(|| cfg.snapshot_dir());
+    let c = collect_once(&cfg, &args.collectors, &args.label, &dir)?;
+    for (name, why) in &c.down {
+        eprintln!("labnode: collector {name} is down: {why}");
+    }
+    println!(
+        "{} ({} samples, {}/{} collectors up)",
+        c.path.display(),
+        c.samples,
+        c.total - c.down.len(),
+        c.total
+    );
+    Ok(())
+}
+
+/// What one run of the collectors wrote.
+struct Collected {
+    /// The snapshot file.
+    path: PathBuf,
+    /// Samples in it.
+    samples: usize,
+    /// Collectors that ran.
+    total: usize,
+    /// Those that were down, with why.
+    down: Vec<(String, String)>,
+}
+
+/// Runs the collectors of `cfg` (the named ones, or every enabled one) once and writes one
+/// snapshot labelled `label` to `dir`: `labnode collect`, and each side of `labnode demo`.
+fn collect_once(
+    cfg: &Config,
+    names: &[String],
+    label: &str,
+    dir: &std::path::Path,
+) -> Result<Collected, Failure> {
+    let collectors = cfg.build(names).map_err(Failure::usage)?;
     let host_paths = cfg
         .collectors
         .system
         .as_ref()
         .map(|s| s.paths())
-        .unwrap_or_else(HostPaths::default);
+        .unwrap_or_default();
     let rt = runtime()?;
     let runs = rt.block_on(async {
         let handles: Vec<_> = collectors
@@ -219,24 +260,24 @@ fn collect(args: CollectArgs) -> Result<(), Failure> {
         runs
     });
     rt.shutdown_timeout(Duration::from_millis(200));
-    for r in &runs {
-        if let Some((_, why)) = &r.failure {
-            eprintln!("labnode: collector {} is down: {why}", r.collector);
-        }
-    }
-    let snap = Snapshot::from_runs(&args.label, host::facts(&host_paths), &runs)
+    let snap = Snapshot::from_runs(label, host::facts(&host_paths), &runs)
         .map_err(|e| Failure::usage(e.to_string()))?;
-    let path = Store::new(&dir)
+    let path = Store::new(dir)
         .write(&snap)
         .map_err(|e| Failure::runtime(format!("cannot write the snapshot: {e}")))?;
-    let up = runs.iter().filter(|r| r.failure.is_none()).count();
-    println!(
-        "{} ({} samples, {up}/{} collectors up)",
-        path.display(),
-        snap.samples.len(),
-        runs.len()
-    );
-    Ok(())
+    Ok(Collected {
+        path,
+        samples: snap.samples.len(),
+        total: runs.len(),
+        down: runs
+            .iter()
+            .filter_map(|r| {
+                r.failure
+                    .as_ref()
+                    .map(|(_, why)| (r.collector.to_string(), why.to_string()))
+            })
+            .collect(),
+    })
 }
 
 fn config_check(file: PathBuf) -> Result<(), Failure> {
@@ -270,6 +311,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Serve(a) => serve(a),
         Command::Collect(a) => collect(a),
         Command::Config(ConfigCommand::Check { file }) => config_check(file),

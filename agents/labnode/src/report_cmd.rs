@@ -130,6 +130,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         claims: args.claims,
         gate: args.fail_on_regression,
         title: args.title.clone(),
+        setup: Vec::new(),
     };
     let t1 = std::time::Instant::now();
     let report = labnode_report::build(&before, &after, &operator, &opts);
@@ -180,18 +181,25 @@ fn from_snapshots(args: &ReportArgs) -> Result<(Side, Side), Failure> {
         Some(s) => s.clone(),
         None => crate::load_config(args.config.as_ref())?.snapshot_dir(),
     };
+    sides_from_store(&args.before, &args.after, &store)
+}
+
+/// Reads both sides: snapshot files, directories, or labels in `store` (`labnode report`,
+/// and `labnode demo`'s labels `before` and `after`).
+pub fn sides_from_store(
+    before: &[String],
+    after: &[String],
+    store: &std::path::Path,
+) -> Result<(Side, Side), Failure> {
     let files = |names: &[String], flag: &str| {
-        input::resolve(names, &store).map_err(|e| Failure::usage(format!("--{flag}: {e}")))
+        input::resolve(names, store).map_err(|e| Failure::usage(format!("--{flag}: {e}")))
     };
     let wanted = vec![
-        (args.before.clone(), files(&args.before, "before")?),
-        (args.after.clone(), files(&args.after, "after")?),
+        (before.to_vec(), files(before, "before")?),
+        (after.to_vec(), files(after, "after")?),
     ];
     let mut sides = input::read_sides(wanted).map_err(|e| Failure::usage(e.to_string()))?;
-    for (side, (names, flag)) in sides
-        .iter()
-        .zip([(&args.before, "before"), (&args.after, "after")])
-    {
+    for (side, (names, flag)) in sides.iter().zip([(before, "before"), (after, "after")]) {
         if side.observations.is_empty() {
             return Err(Failure::usage(format!(
                 "--{flag}: no snapshot labelled {} in {}",

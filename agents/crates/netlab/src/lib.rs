@@ -177,6 +177,25 @@ fn enter(name: &str) -> Result<(), LabError> {
     Ok(())
 }
 
+/// Runs `f` on the calling thread inside the network namespace `netns` (an `ip netns`
+/// name), then puts the thread back where it was. What `f` reads under `/proc/self/net` and
+/// `/proc/sys/net`, the sockets it opens and the threads it starts belong to `netns`; run it
+/// on the main thread when it reads `/proc/self/net`, which follows the thread group's leader.
+/// `labnode demo` collects this way, so the `net` collector sees a lab end as its host.
+pub fn within<T>(netns: &str, f: impl FnOnce() -> T) -> Result<T, LabError> {
+    let here = "/proc/thread-self/ns/net";
+    let home = std::fs::File::open(here).map_err(io(format!("open {here}")))?;
+    enter(netns)?;
+    let out = f();
+    // SAFETY: home is an open namespace fd.
+    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io(format!("back to the namespace of {here}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(out)
+}
+
 /// Opens the two TUN devices, each in its namespace, on a helper thread (so this thread
 /// stays where it was).
 fn open_tuns(a: (&str, &str), b: (&str, &str)) -> Result<(OwnedFd, OwnedFd), LabError> {

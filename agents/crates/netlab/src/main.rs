@@ -78,11 +78,11 @@ fn main() -> ExitCode {
             wireguard,
             ready_file,
         } => {
-            // Before any thread starts, so a signal during setup waits for the teardown.
-            let signals = match Signals::block() {
+            // Before anything is built, so a signal during setup waits for the teardown.
+            let signals = match Signals::catch() {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("labnode-netlab: cannot block signals: {e}");
+                    eprintln!("labnode-netlab: cannot catch signals: {e}");
                     return ExitCode::from(1);
                 }
             };

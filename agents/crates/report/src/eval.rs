@@ -122,23 +122,7 @@ fn measure(m: &Measure, ctx: &Context, obs: &Observation) -> Option<Val> {
             den,
             on,
             complement,
-        } => {
-            let r = if on.is_empty() {
-                let n = aggregate(Agg::Sum, values(select(num, ctx, obs)))?;
-                let d = aggregate(Agg::Sum, values(select(den, ctx, obs)))?;
-                (d != 0.0).then(|| n / d)?
-            } else {
-                let dens: Vec<&Sample> = select(den, ctx, obs).collect();
-                let ratios = select(num, ctx, obs).filter_map(|n| {
-                    let d = dens
-                        .iter()
-                        .find(|d| on.iter().all(|l| n.label(l) == d.label(l)))?;
-                    (d.value != 0.0).then(|| n.value / d.value)
-                });
-                aggregate(Agg::Mean, ratios)?
-            };
-            Some(Val::Num(if *complement { 1.0 - r } else { r }))
-        }
+        } => ratio(num, den, on, *complement, ctx, obs, obs),
         Measure::Share { part, rest } => {
             let p = aggregate(Agg::Sum, values(select(part, ctx, obs)))?;
             let r = aggregate(Agg::Sum, values(select(rest, ctx, obs)))?;
@@ -190,6 +174,72 @@ fn measure(m: &Measure, ctx: &Context, obs: &Observation) -> Option<Val> {
         Measure::FirstOf(ms) => ms.iter().find_map(|m| measure(m, ctx, obs)),
         Measure::OperatorOnly => None,
     }
+}
+
+/// `num / den` with `num` read in `num_obs` and `den` in `den_obs` (see [`Measure::Ratio`]).
+fn ratio(
+    num: &Sel,
+    den: &Sel,
+    on: &[&str],
+    complement: bool,
+    ctx: &Context,
+    num_obs: &Observation,
+    den_obs: &Observation,
+) -> Option<Val> {
+    let r = if on.is_empty() {
+        let n = aggregate(Agg::Sum, values(select(num, ctx, num_obs)))?;
+        let d = aggregate(Agg::Sum, values(select(den, ctx, den_obs)))?;
+        (d != 0.0).then(|| n / d)?
+    } else {
+        let dens: Vec<&Sample> = select(den, ctx, den_obs).collect();
+        let ratios = select(num, ctx, num_obs).filter_map(|n| {
+            let d = dens
+                .iter()
+                .find(|d| on.iter().all(|l| n.label(l) == d.label(l)))?;
+            (d.value != 0.0).then(|| n.value / d.value)
+        });
+        aggregate(Agg::Mean, ratios)?
+    };
+    Some(Val::Num(if complement { 1.0 - r } else { r }))
+}
+
+/// For a ratio row of drill or probe results whose numerator and denominator were measured
+/// by different runs (`labnode net bench` measures one path per run: the tunnel's cost
+/// pairs a `wireguard` run with a `direct` one): the value of the run `obs` paired with the
+/// nearest run of `runs` (same record kind, same side) that holds the denominator. `None`
+/// when the row is not such a ratio, `obs` holds no numerator, or no run pairs with it.
+pub fn evaluate_paired(
+    row: &Row,
+    ctx: &Context,
+    obs: &Observation,
+    runs: &[&Observation],
+) -> Option<Val> {
+    let (
+        Measure::Ratio {
+            num,
+            den,
+            on,
+            complement,
+        },
+        Some(kind),
+    ) = (&row.measure, row.event)
+    else {
+        return None;
+    };
+    let has_record = |o: &Observation| o.records.iter().any(|r| r == kind);
+    if !has_record(obs) || !selects(num, ctx, obs) {
+        return None;
+    }
+    let partner = runs
+        .iter()
+        .filter(|p| !std::ptr::eq(**p, obs) && has_record(p) && selects(den, ctx, p))
+        .min_by(|a, b| (a.at - obs.at).abs().total_cmp(&(b.at - obs.at).abs()))?;
+    ratio(num, den, on, *complement, ctx, obs, partner)
+}
+
+/// Whether `obs` has a series `sel` selects.
+pub fn selects(sel: &Sel, ctx: &Context, obs: &Observation) -> bool {
+    select(sel, ctx, obs).next().is_some()
 }
 
 fn select<'a>(
@@ -401,6 +451,42 @@ mod tests {
         );
         // Tunnel cost pairs series on protocol and congestion: 1 - 4/8.
         assert_eq!(eval("net_wireguard_cost", &any(), &o), Some(Val::Num(0.5)));
+    }
+
+    #[test]
+    fn a_tunnel_run_pairs_with_the_nearest_direct_run_of_its_side() {
+        // `labnode net bench` measures one path per run and snapshot.
+        let run = |path: &str, at: f64, bps: f64| {
+            let mut o = obs(
+                vec![s(
+                    "labnode_net_probe_throughput_bytes_per_second",
+                    &[("protocol", "tcp"), ("congestion", "bbr"), ("path", path)],
+                    bps,
+                )],
+                &["net_bench"],
+            );
+            o.at = at;
+            o
+        };
+        let direct_old = run("direct", 0.0, 1e8);
+        let direct = run("direct", 100.0, 8e7);
+        let tunnel = run("wireguard", 110.0, 6e7);
+        let row = catalog::find("net_wireguard_cost").expect("row");
+        let runs = [&direct_old, &direct, &tunnel];
+        // Within one run there is nothing to pair.
+        assert_eq!(evaluate(row, &any(), &tunnel), None);
+        // Paired with the nearest direct run: 1 - 6/8.
+        assert_eq!(
+            evaluate_paired(row, &any(), &tunnel, &runs),
+            Some(Val::Num(0.25))
+        );
+        // A direct run is only a partner, never paired itself.
+        assert_eq!(evaluate_paired(row, &any(), &direct, &runs), None);
+        // No direct run on the side: no value.
+        assert_eq!(evaluate_paired(row, &any(), &tunnel, &[&tunnel]), None);
+        // Rows that are not ratios are never paired.
+        let deployed = catalog::find("net_deployed").expect("row");
+        assert_eq!(evaluate_paired(deployed, &any(), &tunnel, &runs), None);
     }
 
     #[test]

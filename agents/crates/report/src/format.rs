@@ -222,6 +222,10 @@ pub fn change(
             )
         }
         Wording::Percent if x == 0.0 => from_to(),
+        // Twice as much or more reads better as a factor than as "+1939%".
+        Wording::Percent if x > 0.0 && y >= 2.0 * x => {
+            format!("{qual}{}x", sig((y / x * 10.0).round() / 10.0, 3))
+        }
         Wording::Percent => {
             let rel = (y - x) / x.abs() * 100.0;
             let mag = if rel.abs() >= 10.0 {

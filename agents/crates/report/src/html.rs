@@ -37,6 +37,8 @@ header { border-bottom: 2px solid var(--ink); padding-bottom: 18px; margin-botto
 .kicker { text-transform: uppercase; letter-spacing: .12em; font-size: 11px; color: var(--muted); font-weight: 600; }
 h1 { font-size: 28px; margin: 4px 0 16px; letter-spacing: -.01em; }
 h2 { font-size: 19px; margin: 0; }
+.setup { margin: -6px 0 16px; font-size: 13.5px; color: #334155; border-left: 3px solid var(--after); padding: 2px 0 2px 12px; }
+.setup p { margin: 0 0 4px; }
 .sides { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
 .side { border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; background: var(--soft); }
 .side h3 { margin: 0 0 6px; font-size: 12px; text-transform: uppercase; letter-spacing: .1em; display: flex; align-items: center; gap: 8px; }
@@ -165,9 +167,17 @@ fn zero(n: usize) -> &'static str {
 fn header(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
-        "<header>\n<div class=\"kicker\">labnode report</div>\n<h1>{}</h1>\n<div class=\"sides\">",
+        "<header>\n<div class=\"kicker\">labnode report</div>\n<h1>{}</h1>",
         esc(&r.title)
     );
+    if !r.setup.is_empty() {
+        o.push_str("<div class=\"setup\">");
+        for line in &r.setup {
+            let _ = write!(o, "<p>{}</p>", esc(line));
+        }
+        o.push_str("</div>\n");
+    }
+    o.push_str("<div class=\"sides\">\n");
     side_box(o, "before", "Before", &r.before);
     side_box(o, "after", "After", &r.after);
     o.push_str("</div>\n<div class=\"summary\">");
@@ -242,7 +252,8 @@ fn is_regression(r: &Report, id: &str) -> bool {
 }
 
 fn cell(o: &mut String, c: &Cell, row: &RowOut) {
-    let text_class = if row.display == Display::Text {
+    // Texts and long units may wrap; a number with a short unit stays on one line.
+    let text_class = if matches!(row.display, Display::Text | Display::CpuPerGigabit) {
         " text"
     } else {
         ""
@@ -614,11 +625,15 @@ fn waterfalls(o: &mut String, ws: &[Waterfall]) {
                     start += v;
                 }
                 None => {
+                    // A phase missing before one that was timed was skipped (e.g. no
+                    // systemd to settle), not unreached.
+                    let skipped = phases[i + 1..].iter().any(Option::is_some);
                     let _ = writeln!(
                         o,
-                        "<text class=\"missing\" x=\"{}\" y=\"{}\" font-size=\"11\" font-style=\"italic\" fill=\"#94a3b8\">not reached</text>",
+                        "<text class=\"missing\" x=\"{}\" y=\"{}\" font-size=\"11\" font-style=\"italic\" fill=\"#94a3b8\">{}</text>",
                         LABEL_W + scale(start) + 5.0,
-                        y + 11.5
+                        y + 11.5,
+                        if skipped { "skipped" } else { "not reached" }
                     );
                 }
             }

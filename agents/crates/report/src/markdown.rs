@@ -206,6 +206,15 @@ pub fn render(r: &Report) -> String {
         .flat_map(|g| &g.rows)
         .any(|x| x.claimed.is_some());
     let _ = writeln!(o, "# {}\n", cell_text(&r.title));
+    if !r.setup.is_empty() {
+        // One quoted paragraph per sentence.
+        let lines: Vec<String> = r
+            .setup
+            .iter()
+            .map(|l| format!("> {}", cell_text(l)))
+            .collect();
+        let _ = writeln!(o, "{}\n", lines.join("\n>\n"));
+    }
     let _ = writeln!(o, "| | Before | After |\n|:--|:--|:--|");
     let hosts = |i: &SideInfo| {
         i.host

@@ -26,6 +26,9 @@ pub struct Options {
     pub gate: Option<f64>,
     /// The report's title.
     pub title: Option<String>,
+    /// How the comparison was set up, a sentence each (shown under the title), e.g. what
+    /// `labnode demo` emulated.
+    pub setup: Vec<String>,
 }
 
 /// The whole report.
@@ -37,6 +40,9 @@ pub struct Report {
     pub labnode_version: &'static str,
     /// Title.
     pub title: String,
+    /// How the comparison was set up (empty unless the caller said).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<String>,
     /// The before side: where it came from and what it holds.
     pub before: SideInfo,
     /// The after side.
@@ -340,6 +346,7 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
             .title
             .clone()
             .unwrap_or_else(|| "labnode: before and after".into()),
+        setup: opts.setup.clone(),
         before: side_info(before, &ctx[0]),
         after: side_info(after, &ctx[1]),
         summary: counts,
@@ -409,12 +416,23 @@ fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
     let mut nums = Vec::new();
     let mut texts = Vec::new();
     let mut without = 0;
+    let runs: Vec<&Observation> = match row.event {
+        Some(k) => side
+            .observations
+            .iter()
+            .filter(|o| o.records.iter().any(|r| r == k))
+            .collect(),
+        None => Vec::new(),
+    };
     for o in &side.observations {
-        match eval::evaluate(row, ctx, o) {
+        let v = eval::evaluate(row, ctx, o).or_else(|| eval::evaluate_paired(row, ctx, o, &runs));
+        match v {
             Some(Val::Num(v)) if v.is_finite() => nums.push(v),
             Some(Val::Text(t)) => texts.push(t),
             _ => {
-                if row.event.is_some_and(|k| o.records.iter().any(|r| r == k)) {
+                if row.event.is_some_and(|k| o.records.iter().any(|r| r == k))
+                    && measured_what_the_row_selects(row, ctx, o)
+                {
                     without += 1;
                 }
             }
@@ -428,6 +446,24 @@ fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
         Got::Nothing
     };
     (got, without)
+}
+
+/// Whether a run of the row's record kind is about what the row reads, so that having no
+/// value counts against it: every drill is (a drill that never recovered has no recovery
+/// time), while a network bench measures some paths, protocols and congestion controls and
+/// is about a row only if it holds a series the row selects.
+fn measured_what_the_row_selects(row: &Row, ctx: &Context, o: &Observation) -> bool {
+    if row.event != Some("net_bench") {
+        return true;
+    }
+    let mut sels = Vec::new();
+    row.measure.selectors(&mut sels);
+    match &row.measure {
+        // A ratio's run is about it when it holds the numerator (the denominator may come
+        // from a paired run).
+        Measure::Ratio { num, .. } => eval::selects(num, ctx, o),
+        _ => sels.iter().any(|s| eval::selects(s, ctx, o)),
+    }
 }
 
 fn build_row(
@@ -467,7 +503,8 @@ fn build_row(
                 let (mut cell, num) = measured_cell(row, side, got);
                 if let Cell::Measured(m) = &mut cell {
                     if row.measure.uses_deployed() {
-                        m.spread.push_str(&format!(" · {}", deployed_text(ctx)));
+                        m.spread
+                            .push_str(&format!(" · {}", deployed_text(ctx, &row.measure)));
                     }
                     if without > 0 {
                         m.without = Some(without);
@@ -754,14 +791,41 @@ fn collector_of(metric: &str) -> Option<&'static str> {
     })
 }
 
-/// "bbr through wireguard", "cubic, direct".
-fn deployed_text(ctx: &Context) -> String {
+/// What the side runs, as far as the row selects on it: "bbr through wireguard",
+/// "cubic, no tunnel", or "bbr" for a row that fixes the path itself.
+fn deployed_text(ctx: &Context, m: &Measure) -> String {
     let cc = ctx.congestion.as_deref().unwrap_or("?");
+    if !m.uses(Aspect::Path) {
+        return cc.to_owned();
+    }
     match ctx.path.as_deref() {
         Some("direct") => format!("{cc}, no tunnel"),
         Some(p) => format!("{cc} through {p}"),
         None => cc.to_owned(),
     }
+}
+
+/// What a side's network benches ran, e.g. "tcp cubic over direct, quic cubic over
+/// direct" (from their goodput series).
+fn benched(side: &Side) -> String {
+    let mut ran: Vec<String> = Vec::new();
+    for o in &side.observations {
+        if !o.records.iter().any(|r| r == "net_bench") {
+            continue;
+        }
+        for s in o.metric("labnode_net_probe_throughput_bytes_per_second") {
+            let l = |k| s.label(k).unwrap_or("?");
+            ran.push(format!(
+                "{} {} over {}",
+                l("protocol"),
+                l("congestion"),
+                l("path")
+            ));
+        }
+    }
+    ran.sort();
+    ran.dedup();
+    ran.join(", ")
 }
 
 fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
@@ -795,11 +859,16 @@ fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
         if row.measure.uses_deployed() && (ctx.congestion.is_none() || ctx.path.is_none()) {
             return format!(
                 "what the host runs is unknown ({}): snapshot the net collector beside the benches, or bench one congestion control",
-                deployed_text(ctx)
+                deployed_text(ctx, &row.measure)
             );
         }
+        let ran = if kind == "net_bench" {
+            format!(" (they measured {})", benched(side))
+        } else {
+            String::new()
+        };
         return format!(
-            "{runs} {kind} record{} but none measured {first}",
+            "{runs} {kind} record{} but none measured {first}{ran}",
             if runs == 1 { "" } else { "s" }
         );
     }
@@ -812,18 +881,43 @@ fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
             .map(|(_, why)| why)
             .collect();
         if let Some(why) = downs.last() {
+            // Only what ran the collector counts: a bench or drill snapshot runs none.
+            let ran = side
+                .observations
+                .iter()
+                .filter(|o| {
+                    o.metric("labnode_collector_up")
+                        .iter()
+                        .any(|s| s.label("collector") == Some(c))
+                })
+                .count()
+                .max(downs.len());
             return format!(
-                "the {c} collector was down in {} of {} {}: {why}",
+                "the {c} collector was down in {} of {ran} {} that ran it: {why}",
                 downs.len(),
-                side.observations.len(),
-                side.noun
+                if ran == 1 {
+                    singular(side.noun)
+                } else {
+                    side.noun
+                }
             );
         }
+        let up = side.observations.iter().any(|o| {
+            o.metric("labnode_collector_up")
+                .iter()
+                .any(|s| s.label("collector") == Some(c) && s.value == 1.0)
+        });
         let prefix = format!("labnode_{c}_");
         let any = side
             .observations
             .iter()
             .any(|o| o.samples.iter().any(|s| s.metric.starts_with(&prefix)));
+        if up {
+            return format!(
+                "the {c} collector ran but exported no {first}",
+                first = describe_sel_list(&row.measure, ctx)
+            );
+        }
         if !any {
             return format!("no {} has series of the {c} collector", singular(side.noun));
         }

@@ -77,6 +77,7 @@ fn regression() -> Report {
             claims: true,
             gate: Some(0.2),
             title: Some("c220g5: release 43 against release 42".into()),
+            setup: Vec::new(),
         },
     )
 }
@@ -103,7 +104,6 @@ fn regression_markdown_and_json() {
             "rpo",
             "net_deployed",
             "net_rtt_loaded",
-            "net_retransmits",
             "net_cpu_per_gbit"
         ]
     );
@@ -252,10 +252,12 @@ fn text_from_files_is_escaped_in_html_and_markdown() {
         Some(op.to_str().expect("utf-8 path")),
         Options {
             title: Some("<b>title</b> | x".into()),
+            setup: vec!["Set up <u>so</u> | y".into()],
             ..Options::default()
         },
     );
     let html = render(Format::Html, &r);
+    assert!(html.contains("<div class=\"setup\"><p>Set up &lt;u&gt;so&lt;/u&gt; | y</p></div>"));
     assert!(!html.contains("<script"), "a script got through");
     assert!(!html.contains("<img"), "an element got through");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -266,5 +268,11 @@ fn text_from_files_is_escaped_in_html_and_markdown() {
         md.contains("&lt;script&gt;alert(1)&lt;/script&gt; \\| &lt;img"),
         "{md}"
     );
-    assert!(md.starts_with("# &lt;b&gt;title&lt;/b&gt; \\| x\n"));
+    assert!(md.starts_with(
+        "# &lt;b&gt;title&lt;/b&gt; \\| x\n\n> Set up &lt;u&gt;so&lt;/u&gt; \\| y\n\n"
+    ));
+    assert_eq!(
+        serde_json::to_value(&r).expect("json")["setup"],
+        serde_json::json!(["Set up <u>so</u> | y"])
+    );
 }

@@ -126,6 +126,30 @@ pub fn profile(nix_env: &Path, profile: &Path, systems: &[PathBuf]) -> Result<()
     Ok(())
 }
 
+/// Removes the indirect GC roots Nix registered (in `$NIX_STATE_DIR/gcroots/auto`, default
+/// `/nix/var/nix/gcroots/auto`) for profiles under `dir`, for a caller that deletes `dir`:
+/// `nix-collect-garbage` would drop them once `dir` is gone, and until then they name paths
+/// that no longer exist. Returns how many it removed; roots elsewhere are left alone.
+pub fn unregister_roots(dir: &Path) -> std::io::Result<usize> {
+    let state = std::env::var_os("NIX_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/nix/var/nix"), PathBuf::from);
+    let auto = state.join("gcroots/auto");
+    let entries = match std::fs::read_dir(&auto) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let root = e.path();
+        if std::fs::read_link(&root).is_ok_and(|target| target.starts_with(dir)) {
+            std::fs::remove_file(&root)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +199,8 @@ mod tests {
             std::fs::read_to_string(t.path().join("active")).expect("written"),
             "gen1\n"
         );
+        // nix-env registered a root per generation link; they go, and only they.
+        assert_eq!(unregister_roots(t.path()).expect("unregister"), 2);
+        assert_eq!(unregister_roots(t.path()).expect("again"), 0);
     }
 }
