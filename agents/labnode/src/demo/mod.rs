@@ -96,7 +96,10 @@ fn preflight(args: &DemoArgs) -> Result<Preflight, DemoError> {
                 .into(),
         ));
     }
-    if !labnode_netprobe::sys::available_congestion().iter().any(|c| c == "bbr") {
+    if !labnode_netprobe::sys::available_congestion()
+        .iter()
+        .any(|c| c == "bbr")
+    {
         // The kernel may have it as a module; try once, quietly.
         let _ = std::process::Command::new("modprobe")
             .arg("tcp_bbr")
