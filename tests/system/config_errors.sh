@@ -45,3 +45,26 @@ expect_2 "bad listen flag" "invalid value" "$LABNODE_BIN" serve --listen nowhere
 printf '# all defaults\n' >"$c"
 "$LABNODE_BIN" config check "$c" | grep -q ": ok (listen 127.0.0.1:9466" || fail "a valid config is refused"
 note "a valid config passes"
+
+# Every configuration example in the READMEs (a ```yaml block with a `collectors:` or
+# `rollback:` key at its top level) is a valid configuration, so the documentation cannot
+# drift from the parser.
+n=0
+for md in README.md modules/monitoring/README.md; do
+  awk -v out="$T/example" '
+    /^```yaml/ { inb = 1; k++; f = out "-" k ".yaml"; printf "" > f; next }
+    inb && /^```/ { inb = 0; close(f); next }
+    inb { print > f }
+  ' "$md"
+  for f in "$T"/example-*.yaml; do
+    [ -e "$f" ] || continue
+    if grep -Eq '^(collectors|rollback):' "$f"; then
+      "$LABNODE_BIN" config check "$f" >/dev/null 2>"$T/err" ||
+        fail "a configuration example in $md does not pass config check: $(cat "$T/err")"
+      n=$((n + 1))
+    fi
+    rm -f "$f"
+  done
+done
+[ "$n" -ge 2 ] || fail "found $n configuration examples in the READMEs, want at least 2"
+note "$n configuration examples in the READMEs pass config check"
