@@ -32,7 +32,9 @@
     concernModules = {
       base = ./modules/base.nix;
       inventory = ./modules/inventory.nix;
+      # Wrappers carry a key, so importing one twice (`default` and the concern) is harmless.
       zfs = {
+        key = "labnode#nixosModules.zfs";
         imports = [disko.nixosModules.disko ./modules/zfs.nix];
       };
       wireguard = ./modules/wireguard.nix;
@@ -40,15 +42,21 @@
       monitoring = ./modules/monitoring;
       gpu = ./modules/gpu.nix;
       agents = {
-        lib,
-        pkgs,
-        ...
-      }: {
-        imports = [./modules/agents.nix];
-        labnode.agents.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.labnode;
-        labnode.agents.flakeRevision = lib.mkDefault (self.rev or self.dirtyRev or null);
+        key = "labnode#nixosModules.agents";
+        imports = [
+          ./modules/agents.nix
+          ({
+            lib,
+            pkgs,
+            ...
+          }: {
+            labnode.agents.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.labnode;
+            labnode.agents.flakeRevision = lib.mkDefault (self.rev or self.dirtyRev or null);
+          })
+        ];
       };
       secrets = {
+        key = "labnode#nixosModules.secrets";
         imports = [sops-nix.nixosModules.sops ./modules/secrets.nix];
       };
     };
@@ -106,8 +114,9 @@
         cd tests && promtool test rules *.yaml
         touch $out
       '';
-      # Evaluates the real host (assertions included) without building its closure.
-      c220g5-eval = pkgs.writeText "c220g5-toplevel" self.nixosConfigurations.c220g5.config.system.build.toplevel.drvPath;
+      # Evaluates the real host (assertions included) without building its closure: the
+      # drvPath's string context would make every output of its build closure an input.
+      c220g5-eval = pkgs.writeText "c220g5-toplevel" (builtins.unsafeDiscardStringContext self.nixosConfigurations.c220g5.config.system.build.toplevel.drvPath);
       vm-zfs = vmTest ./tests/zfs.nix;
       vm-wireguard = vmTest ./tests/wireguard.nix;
       vm-monitoring = vmTest ./tests/monitoring.nix;
