@@ -33,6 +33,18 @@ printf 'collectors:\n  system:\n    interval: 1s\n    deadline: 2s\n' >"$c"
 expect_2 "deadline longer than interval" "$c:4:5: key \`collectors.system.deadline\`" \
   "$LABNODE_BIN" config check "$c"
 
+printf 'collectors:\n  zfs:\n    deadline: 1m\n' >"$c"
+expect_2 "deadline longer than the default interval" "$c:3:5: key \`collectors.zfs.deadline\`: the deadline \(60s\) must not be longer than the interval \(15s\)" \
+  "$LABNODE_BIN" config check "$c"
+
+printf 'listen: 127.0.0.1:1\ncollectors: {}\nlisten: 127.0.0.1:2\n' >"$c"
+expect_2 "duplicate key" "$c:3:1: key \`listen\`: duplicate key \`listen\` \(first at line 1\)" \
+  "$LABNODE_BIN" config check "$c"
+
+printf 'collectors:\n  system: 5\n' >"$c"
+expect_2 "a value where a mapping belongs" "$c:2:11: key \`collectors.system\`: .*expected a mapping" \
+  "$LABNODE_BIN" config check "$c"
+
 printf 'listen: "127.0.0.1:1\nsnapshot_dir: /x\n' >"$c"
 expect_2 "not YAML" "$c:[0-9]+:[0-9]+: " "$LABNODE_BIN" config check "$c"
 

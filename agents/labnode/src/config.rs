@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use labnode_core::Collector;
-use labnode_core::config::{self, ConfigError};
+use labnode_core::config::{self, ConfigError, Deadline, Period};
 use serde::Deserialize;
+use std::time::Duration;
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
@@ -49,35 +50,90 @@ pub struct Collectors {
 impl Config {
     /// Loads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let (cfg, text): (Config, String) = config::load(path)?;
+        let (mut cfg, text): (Config, String) = config::load(path)?;
+        cfg.shorten_default_deadlines();
         cfg.check(path, &text)?;
         Ok(cfg)
+    }
+
+    /// A collector whose deadline is not given gets the default one, or its interval where
+    /// that is shorter (`interval: 1s` alone must not leave the default 5 s deadline).
+    fn shorten_default_deadlines(&mut self) {
+        fn shorten(deadline: &mut Option<Deadline>, (default, interval): (Duration, Duration)) {
+            if deadline.is_none() && default > interval {
+                *deadline = Some(Period(interval));
+            }
+        }
+        let c = &mut self.collectors;
+        if let Some(x) = c.system.as_mut() {
+            let d = (x.deadline(), x.interval());
+            shorten(&mut x.deadline, d);
+        }
+        if let Some(x) = c.gpu.as_mut() {
+            let d = (x.deadline(), x.interval());
+            shorten(&mut x.deadline, d);
+        }
+        if let Some(x) = c.zfs.as_mut() {
+            let d = (x.deadline(), x.interval());
+            shorten(&mut x.deadline, d);
+        }
+        if let Some(x) = c.net.as_mut() {
+            let d = (x.deadline(), x.interval());
+            shorten(&mut x.deadline, d);
+        }
+        if let Some(x) = c.rollback.as_mut() {
+            let d = (x.deadline(), x.interval());
+            shorten(&mut x.deadline, d);
+        }
     }
 
     /// Checks what the types alone cannot: relations between values.
     fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let c = &self.collectors;
+        // The values in force (defaults included), and whether the deadline was given (one
+        // that was not is never longer than the interval: see shorten_default_deadlines).
         let schedules = [
             (
                 "system",
-                c.system.as_ref().map(|s| (s.interval, s.deadline)),
+                c.system
+                    .as_ref()
+                    .map(|s| (s.interval(), s.deadline(), s.deadline.is_some())),
             ),
-            ("gpu", c.gpu.as_ref().map(|g| (g.interval, g.deadline))),
-            ("zfs", c.zfs.as_ref().map(|z| (z.interval, z.deadline))),
-            ("net", c.net.as_ref().map(|n| (n.interval, n.deadline))),
+            (
+                "gpu",
+                c.gpu
+                    .as_ref()
+                    .map(|g| (g.interval(), g.deadline(), g.deadline.is_some())),
+            ),
+            (
+                "zfs",
+                c.zfs
+                    .as_ref()
+                    .map(|z| (z.interval(), z.deadline(), z.deadline.is_some())),
+            ),
+            (
+                "net",
+                c.net
+                    .as_ref()
+                    .map(|n| (n.interval(), n.deadline(), n.deadline.is_some())),
+            ),
             (
                 "rollback",
-                c.rollback.as_ref().map(|r| (r.interval, r.deadline)),
+                c.rollback
+                    .as_ref()
+                    .map(|r| (r.interval(), r.deadline(), r.deadline.is_some())),
             ),
         ];
         for (name, schedule) in schedules {
-            if let Some((Some(i), Some(d))) = schedule {
-                if d.get() > i.get() {
+            if let Some((interval, deadline, deadline_given)) = schedule {
+                if deadline_given && deadline > interval {
                     return Err(ConfigError::at_key(
                         path,
                         text,
                         &format!("collectors.{name}.deadline"),
-                        "the deadline must not be longer than the interval",
+                        format!(
+                            "the deadline ({deadline:?}) must not be longer than the interval ({interval:?})"
+                        ),
                     ));
                 }
             }
@@ -219,9 +275,47 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = config::parse(text, Path::new("labnode.yaml"))?;
+        let mut cfg: Config = config::parse(text, Path::new("labnode.yaml"))?;
+        cfg.shorten_default_deadlines();
         cfg.check(Path::new("labnode.yaml"), text)?;
         Ok(cfg)
+    }
+
+    #[test]
+    fn a_nested_duplicate_is_located_at_its_second_occurrence() {
+        let e = check(
+            "collectors:\n  system:\n    interval: 1s\n  net: {}\n  system:\n    interval: 2s\n",
+        )
+        .expect_err("duplicate");
+        assert_eq!((e.line, e.column), (Some(5), Some(3)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("collectors.system"), "{e}");
+        assert!(e.message.contains("first at line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_given_deadline_is_checked_against_the_default_interval() {
+        // The system collector's default interval is 15s.
+        let e = check("collectors:\n  system:\n    deadline: 30s\n").expect_err("30s > 15s");
+        assert_eq!(e.key.as_deref(), Some("collectors.system.deadline"));
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("15s"), "{}", e.message);
+        let e = check("collectors:\n  zfs:\n    deadline: 1m\n").expect_err("1m > 15s");
+        assert_eq!(e.key.as_deref(), Some("collectors.zfs.deadline"));
+    }
+
+    #[test]
+    fn a_default_deadline_is_never_longer_than_the_interval() {
+        let cfg = check("collectors:\n  system:\n    interval: 1s\n  zfs:\n    interval: 2s\n")
+            .expect("interval alone is valid");
+        let c = &cfg.collectors;
+        let system = c.system.as_ref().map(|s| s.deadline());
+        assert_eq!(system, Some(Duration::from_secs(1)));
+        let zfs = c.zfs.as_ref().map(|z| z.deadline());
+        assert_eq!(zfs, Some(Duration::from_secs(2)));
+        // A longer interval keeps the default deadline.
+        let cfg = check("collectors:\n  net:\n    interval: 1m\n").expect("valid");
+        let net = cfg.collectors.net.as_ref().map(|n| n.deadline());
+        assert_eq!(net, Some(Duration::from_secs(5)));
     }
 
     #[test]

@@ -87,14 +87,60 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigEr
                 message = rest.to_owned();
             }
         }
+        // Rust type names mean nothing to the reader of a YAML file.
+        if let Some(i) = message.find("expected struct ") {
+            message.truncate(i);
+            message.push_str("expected a mapping (`key: value` lines)");
+        }
+        let mut line = loc.as_ref().map(|l| l.line());
+        let mut column = loc.as_ref().map(|l| l.column());
+        let parent = (path != "." && path != "?" && !path.is_empty()).then_some(path);
+        let mut key = parent.clone();
+        // serde names a duplicate key but not where it is: find its second occurrence.
+        if let Some(dup) = message
+            .strip_prefix("duplicate field `")
+            .and_then(|m| m.strip_suffix('`'))
+            .map(str::to_owned)
+        {
+            let full = parent.map_or(dup.clone(), |p| format!("{p}.{dup}"));
+            if let Some(((l1, _), (l2, c2))) =
+                locate_key(text, &full).and_then(|first| Some((first, locate_repeat(text, first)?)))
+            {
+                (line, column) = (Some(l2), Some(c2));
+                message = format!("duplicate key `{dup}` (first at line {l1})");
+            }
+            key = Some(full);
+        }
         ConfigError {
             file: file.to_owned(),
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
-            key: (path != "." && !path.is_empty()).then_some(path),
+            line,
+            column,
+            key,
             message,
         }
     })
+}
+
+/// The next key after the one at `first` (line, column; 1-based) with the same name and
+/// indentation, before the mapping that holds them ends.
+fn locate_repeat(text: &str, (line, column): (usize, usize)) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines.get(line.checked_sub(1)?)?;
+    let name = first.get(column.checked_sub(1)?..)?.split(':').next()?;
+    for (i, l) in lines.iter().enumerate().skip(line) {
+        let trimmed = l.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - trimmed.len();
+        if indent < column - 1 {
+            return None;
+        }
+        if indent == column - 1 && trimmed.split(':').next() == Some(name) {
+            return Some((i + 1, column));
+        }
+    }
+    None
 }
 
 /// Finds the line and column of a dotted key in block-style YAML.
@@ -227,6 +273,23 @@ mod tests {
         assert!(e.message.contains("out of range"), "{e}");
         let e = err("listen: nowhere\n");
         assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("listen")), "{e}");
+    }
+
+    #[test]
+    fn duplicates_and_shapes_are_named_in_yaml_terms() {
+        let e = err("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n");
+        assert_eq!((e.line, e.column), (Some(2), Some(1)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("listen"), "{e}");
+        assert!(e.message.contains("first at line 1"), "{e}");
+        let e = err("collectors:\n  system: 5\n");
+        assert!(
+            e.message
+                .ends_with("expected a mapping (`key: value` lines)"),
+            "{e}"
+        );
+        assert!(!e.message.contains("struct"), "{e}");
+        let e = err("listen: \"127.0.0.1:1\nother: x\n");
+        assert!(e.key.as_deref() != Some("?"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,14 @@ impl Config {
     pub fn enabled(&self) -> bool {
         self.enabled.unwrap_or(true)
     }
+    /// The poll interval.
+    pub fn interval(&self) -> Duration {
+        self.interval.map_or(Duration::from_secs(15), Period::get)
+    }
+    /// The deadline of one run.
+    pub fn deadline(&self) -> Duration {
+        self.deadline.map_or(Duration::from_secs(5), Period::get)
+    }
 
     /// The paths facts are read from.
     pub fn paths(&self) -> HostPaths {
@@ -180,8 +188,8 @@ impl SystemCollector {
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         SystemCollector {
             paths: cfg.paths(),
-            interval: cfg.interval.map_or(Duration::from_secs(15), Period::get),
-            deadline: cfg.deadline.map_or(Duration::from_secs(5), Period::get),
+            interval: cfg.interval(),
+            deadline: cfg.deadline(),
             first_window: cfg
                 .cpu_window
                 .map_or(Duration::from_millis(250), Period::get),
