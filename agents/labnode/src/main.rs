@@ -21,14 +21,15 @@ use crate::config::Config;
 /// Measure a NixOS research node: export GPU, ZFS, network, rollback and system metrics
 /// to Prometheus, save before/after snapshots, and compare them.
 #[derive(Debug, Parser)]
-#[command(name = "labnode", version, about, long_about = None)]
+#[command(name = "labnode", version)]
 #[command(after_help = "Examples:\n  \
-    sudo labnode demo                                 # measure this machine, before and after: the report\n  \
-    labnode serve --config /etc/labnode/config.yaml    # Prometheus exporter on 127.0.0.1:9466\n  \
-    labnode collect --label before --out ./snapshots  # one snapshot of this host\n  \
-    labnode config check /etc/labnode/config.yaml     # validate a config file\n  \
-    labnode report --before before --after after      # the before/after table\n\n\
-    labnode drill rollback                            # the rollback drill's plan; --yes runs it\n\n\
+    sudo labnode demo                                # this machine before and after: the report\n  \
+    labnode serve --config /etc/labnode/config.yaml  # Prometheus exporter on 127.0.0.1:9466\n  \
+    labnode collect --label before --out snapshots   # one snapshot of this host\n  \
+    labnode config check /etc/labnode/config.yaml    # validate a configuration file\n  \
+    labnode report --before before --after after     # the before/after table\n  \
+    labnode drill rollback                           # the rollback drill's plan; --yes runs it\n  \
+    sudo labnode safe-switch --to /nix/store/...     # switch behind health gates\n\n\
     Exit codes: 0 success, 1 failure while running, 2 bad arguments or configuration.\n\
     Logging: set LABNODE_LOG (e.g. LABNODE_LOG=debug).")]
 struct Cli {
