@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # NVML that does not initialise (driver not loaded) and an NVML call that hangs: the gpu
-# collector is down with the reason, the agent and its other collectors keep serving;
-# once the driver is back, NVML is initialised again after its backoff.
+# collector is down with the reason, logged once while it stays the same, the agent and
+# its other collectors keep serving; once the driver is back, NVML is initialised again
+# after its backoff.
 . "$(dirname "$0")/../lib/common.sh"
 profiles="$(cd "$(dirname "$0")/../fake-nvml/profiles" && pwd)"
 system_up() {
@@ -25,7 +26,9 @@ curl -fsS "http://127.0.0.1:$port/healthz" | grep -q '^gpu: down (.*NVML.*driver
   fail "/healthz does not say why: $(curl -fsS "http://127.0.0.1:$port/healthz")"
 grep -q '^labnode_gpu_' "$T/m.txt" && fail "GPU series are exported without a driver"
 wait_for 5 "the system collector to be up beside it" system_up
-note "driver not loaded: gpu down with the reason, no GPU series, the system collector up"
+downs=$(grep -c 'collector down.*collector=gpu\|collector=gpu.*collector down' "$T/labnode.log" || true)
+[ "$downs" = 1 ] || fail "the unchanged NVML failure was logged $downs times, want once: $(grep 'collector down' "$T/labnode.log" | head -n 5)"
+note "driver not loaded: gpu down with the reason (logged once over ${SECONDS}s), no GPU series, the system collector up"
 
 cp "$profiles/tesla-p4.json" "$T/profile.json"
 up() {

@@ -65,21 +65,13 @@ impl Config {
 /// Why the collector could not sample.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
-    /// No NVML library could be loaded or initialised.
-    #[error("cannot initialise NVML: {tried}; next attempt in {}", fmt_duration(*.retry_in))]
+    /// No NVML library could be loaded or initialised: returned by the failed attempt
+    /// and, unchanged, by every run until the next one (so the reason stays the same
+    /// while the failure does, and is logged once).
+    #[error("cannot initialise NVML: {tried}")]
     Init {
         /// Each library tried and why it failed.
         tried: String,
-        /// When the next attempt will be made.
-        retry_in: Duration,
-    },
-    /// Waiting out the backoff after a failed initialisation.
-    #[error("NVML unavailable ({last}); next attempt in {}", fmt_duration(*.retry_in))]
-    Backoff {
-        /// The last initialisation error.
-        last: String,
-        /// Time left until the next attempt.
-        retry_in: Duration,
     },
     /// NVML answered, but not to the device count.
     #[error("NVML device count: {0}")]
@@ -211,9 +203,8 @@ impl GpuCollector {
     fn init(&self, st: &mut State) -> Result<(), GpuError> {
         let now = Instant::now();
         if now < st.next_init {
-            return Err(GpuError::Backoff {
-                last: st.last_error.clone(),
-                retry_in: st.next_init - now,
+            return Err(GpuError::Init {
+                tried: st.last_error.clone(),
             });
         }
         let mut tried = Vec::new();
@@ -236,9 +227,12 @@ impl GpuCollector {
         st.next_init = now + retry_in;
         st.backoff = (st.backoff * 2).min(Duration::from_secs(60));
         st.last_error = tried.join("; ");
+        tracing::debug!(
+            "next NVML initialisation attempt in {}",
+            fmt_duration(retry_in)
+        );
         Err(GpuError::Init {
             tried: st.last_error.clone(),
-            retry_in,
         })
     }
 
@@ -813,9 +807,17 @@ mod tests {
         });
         let e = c.collect().expect_err("no NVML here").to_string();
         assert!(e.contains("/nonexistent/libnvidia-ml.so.1"), "{e}");
-        assert!(e.contains("next attempt in 1s"), "{e}");
-        let e = c.collect().expect_err("still none").to_string();
-        assert!(e.contains("NVML unavailable"), "{e}");
+        let calls = c.calls.load(Ordering::Relaxed);
+        // Within the backoff: no new attempt, and the very same reason, so the hub logs
+        // the failure once.
+        let again = c.collect().expect_err("still none").to_string();
+        assert_eq!(again, e);
+        assert_eq!(c.calls.load(Ordering::Relaxed), calls);
+        // The next attempt fails the same way: still the same reason.
+        c.state.lock().expect("state").next_init = Instant::now();
+        let retried = c.collect().expect_err("still none").to_string();
+        assert_eq!(retried, e);
+        assert_eq!(c.calls.load(Ordering::Relaxed), calls + 1);
     }
 
     #[test]
