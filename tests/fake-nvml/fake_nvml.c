@@ -560,11 +560,11 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *device, unsigned int 
     return have ? INSUFFICIENT_SIZE : OK;
   }
   for (unsigned i = 0; i < have; i++) {
-    double pid = 0, mib = 0;
+    double pid = 0, mib;
     jnum(procs->items[i], "pid", &pid);
-    jnum(procs->items[i], "used_mib", &mib);
     out[i].pid = (unsigned)pid;
-    out[i].used = (unsigned long long)mib << 20;
+    /* `used_mib: null`: NVML_VALUE_NOT_AVAILABLE, as where NVML cannot see the usage. */
+    out[i].used = jnum(procs->items[i], "used_mib", &mib) ? (unsigned long long)mib << 20 : ~0ull;
     out[i].gi = out[i].ci = 0xFFFFFFFF;
   }
   *count = have;

@@ -5,7 +5,7 @@
 # from power within 2% of the profile's exact integral, promtool clean, and a snapshot
 # with the window means: mean power over the whole window (integrated and from NVML's
 # energy counter) within 3% of the analytic mean, utilization from the window's own
-# samples only.
+# samples only; per-process memory NVML cannot see is absent, not 0.
 . "$(dirname "$0")/../lib/common.sh"
 
 start_gpu_agent tesla-p4
@@ -50,6 +50,7 @@ note "every profile value arrived through Prometheus in base units (power now ${
 expect_value "$prom" 'labnode_gpu_field_supported{field="energy_counter"}' 0
 expect_value "$prom" 'labnode_gpu_field_supported{field="fan_speed"}' 0
 expect_value "$prom" 'labnode_gpu_field_supported{field="power"}' 1
+expect_value "$prom" 'labnode_gpu_field_supported{field="compute_processes_memory"}' 1
 [ -z "$(prom_query "$prom" 'labnode_gpu_fan_speed_ratio')" ] || fail "a fan speed is exported for a passively cooled P4"
 [ -z "$(prom_query "$prom" 'labnode_gpu_energy_joules_total{source="nvml"}')" ] || fail "an NVML energy counter is claimed on Pascal"
 expect_value "$prom" 'count(labnode_gpu_energy_joules_total{source="integrated"})' 1
@@ -130,3 +131,16 @@ for snap in "$T"/wsnaps/*.json; do
   ' "$snap" >/dev/null || fail "snapshot window means are off (want 43 W, 0.37, 0.12, window 0.4..0.5 s): $got"
 done
 note "6 snapshots, 0.4 s windows: mean power $(jq -rs '[.[].samples[] | select(.metric == "labnode_gpu_power_watts") | .value * 10 | round / 10 | tostring] | join(", ")' "$T"/wsnaps/*.json) W (43 W exact), utilization only from the window's samples"
+
+# A process whose memory NVML cannot see (NVML_VALUE_NOT_AVAILABLE): no sum, said so.
+jq '.gpus[0].processes[1].used_mib = null' \
+  "$(dirname "$0")/../fake-nvml/profiles/tesla-p4.json" >"$T/procmem.json"
+LABNODE_FAKE_NVML_PROFILE=$T/procmem.json \
+  "$LABNODE_BIN" collect --config "$T/labnode.yaml" --collector gpu --label procmem --out "$T/psnaps" >/dev/null
+snap=$(ls "$T"/psnaps/*.json)
+jq -e '
+  ([.samples[] | select(.metric == "labnode_gpu_compute_processes_memory_bytes")] == []) and
+  ([.samples[] | select(.metric == "labnode_gpu_compute_processes") | .value] == [2]) and
+  ([.samples[] | select(.metric == "labnode_gpu_field_supported" and .labels.field == "compute_processes_memory") | .value] == [0])
+' "$snap" >/dev/null || fail "unavailable process memory is not reported as unsupported: $(jq -c '[.samples[] | select(.metric | test("compute_processes")) , select(.labels.field == "compute_processes_memory")]' "$snap")"
+note "process memory unavailable: no memory sum, 2 processes, field_supported{field=\"compute_processes_memory\"} 0"

@@ -418,6 +418,19 @@ impl GpuCollector {
         if r.lost {
             return r;
         }
+        // Their memory, summed: only where NVML gives it for every process; a process it
+        // cannot see into (NVML_VALUE_NOT_AVAILABLE) leaves the sum unknown, not smaller.
+        let procs_memory = procs.as_ref().and_then(|p| {
+            let used: Option<Vec<f64>> = p
+                .iter()
+                .map(|p| match p.used_gpu_memory {
+                    UsedGpuMemory::Used(b) => Some(b as f64),
+                    UsedGpuMemory::Unavailable => None,
+                })
+                .collect();
+            r.mark("compute_processes_memory", used.is_some());
+            used.map(|u| u.iter().sum())
+        });
 
         // Energy: NVML's counter where the GPU has one, else the integral of power. Mean
         // power: the energy over the window, (E_end - E_start) / (t_end - t_start); the
@@ -577,16 +590,9 @@ impl GpuCollector {
         );
         g(
             "labnode_gpu_compute_processes_memory_bytes",
-            "Device memory used by compute processes, summed.",
+            "Device memory used by compute processes, summed; absent when NVML cannot give any one process's usage.",
             Unit::Bytes,
-            procs.as_ref().map(|p| {
-                p.iter()
-                    .map(|p| match p.used_gpu_memory {
-                        UsedGpuMemory::Used(b) => b as f64,
-                        UsedGpuMemory::Unavailable => 0.0,
-                    })
-                    .sum()
-            }),
+            procs_memory,
         );
         if let Some(e) = energy {
             m.counter(
