@@ -10,7 +10,8 @@
  * that lacks it): see tests/fake-nvml/profiles/tesla-p4.json. Faults: `lost_after_s`
  * (seconds after init), `lost_at_unix` (a wall-clock time) or `lost_if_exists` (a file a
  * test creates) make every call on that GPU return GPU_IS_LOST; `hang` names a call that
- * never returns.
+ * never returns. LABNODE_FAKE_NVML_INIT_LOG, when set, names a file that gets one line per
+ * successful nvmlInit, so a test can count re-initialisations.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -232,6 +233,12 @@ nvmlReturn_t nvmlInit_v2(void) {
   initialised++;
   init_time = now_s();
   init_unix = unix_s();
+  const char *log = getenv("LABNODE_FAKE_NVML_INIT_LOG");
+  FILE *lf = log ? fopen(log, "a") : NULL;
+  if (lf) {
+    fprintf(lf, "nvmlInit %.6f\n", init_unix);
+    fclose(lf);
+  }
 out:
   pthread_mutex_unlock(&lock);
   return rc;

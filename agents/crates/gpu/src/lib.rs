@@ -119,6 +119,8 @@ struct State {
     /// sampling start; the wall clock in microseconds (NVML sample timestamps) beside it.
     window_from: Option<(Instant, u64)>,
     reinit_at: Option<Instant>,
+    /// Why NVML is initialised again at the next attempt, for the log.
+    reinit_why: Option<&'static str>,
 }
 
 /// The `gpu` collector.
@@ -202,6 +204,7 @@ impl GpuCollector {
                 lost: BTreeMap::new(),
                 window_from: None,
                 reinit_at: None,
+                reinit_why: None,
             }),
         }
     }
@@ -218,7 +221,9 @@ impl GpuCollector {
             self.calls.fetch_add(1, Ordering::Relaxed);
             match Nvml::builder().lib_path(OsStr::new(lib)).init() {
                 Ok(n) => {
-                    if !st.last_error.is_empty() {
+                    if let Some(why) = st.reinit_why.take() {
+                        tracing::info!("NVML re-initialised from {} after {why}", lib.display());
+                    } else if !st.last_error.is_empty() {
                         tracing::info!("NVML initialised from {}", lib.display());
                     }
                     st.nvml = Some(n);
@@ -714,6 +719,7 @@ impl Collector for GpuCollector {
             // A GPU was lost: start NVML afresh, as after a driver reload.
             st.nvml = None;
             st.reinit_at = None;
+            st.reinit_why = Some("a lost GPU");
         }
         if st.nvml.is_none() {
             self.init(st)?;
