@@ -10,7 +10,8 @@
  * that lacks it): see tests/fake-nvml/profiles/tesla-p4.json. Faults: `lost_after_s`
  * (seconds after init), `lost_at_unix` (a wall-clock time) or `lost_if_exists` (a file a
  * test creates) make every call on that GPU return GPU_IS_LOST; `hang` names a call that
- * never returns.
+ * never returns. LABNODE_FAKE_NVML_INIT_LOG, when set, names a file that gets one line per
+ * successful nvmlInit, so a test can count re-initialisations.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -168,6 +169,7 @@ static gpu gpus[16];
 static int gpu_count;
 static int initialised;
 static double init_time;
+static double init_unix;
 
 static double now_s(void) {
   struct timespec ts;
@@ -230,6 +232,13 @@ nvmlReturn_t nvmlInit_v2(void) {
   }
   initialised++;
   init_time = now_s();
+  init_unix = unix_s();
+  const char *log = getenv("LABNODE_FAKE_NVML_INIT_LOG");
+  FILE *lf = log ? fopen(log, "a") : NULL;
+  if (lf) {
+    fprintf(lf, "nvmlInit %.6f\n", init_unix);
+    fclose(lf);
+  }
 out:
   pthread_mutex_unlock(&lock);
   return rc;
@@ -249,6 +258,7 @@ const char *nvmlErrorString(nvmlReturn_t rc) {
   switch (rc) {
     case OK: return "Success";
     case NOT_SUPPORTED: return "Not Supported";
+    case NOT_FOUND: return "Not Found";
     case DRIVER_NOT_LOADED: return "Driver Not Loaded";
     case GPU_IS_LOST: return "GPU is lost";
     case INSUFFICIENT_SIZE: return "Insufficient Size";
@@ -403,6 +413,20 @@ static int power_now(const jval *p, double *mw) {
   return jnum(p, "power_mw", mw);
 }
 
+/* The integral of power_now over wall-clock [0, t], in millijoules. */
+static int power_integral(const jval *p, double t, double *mj) {
+  double lo, hi, period, mw;
+  if (jnum(p, "power_mw_min", &lo) && jnum(p, "power_mw_max", &hi) && jnum(p, "power_period_s", &period)) {
+    double cycles = floor(t / period), x = t / period - cycles;
+    double tri = x < 0.5 ? x * x : 2 * x - x * x - 0.5; /* integral of the unit triangle to x */
+    *mj = period * (cycles * (lo + hi) / 2 + lo * x + (hi - lo) * tri);
+    return 1;
+  }
+  if (!jnum(p, "power_mw", &mw)) return 0;
+  *mj = mw * t;
+  return 1;
+}
+
 nvmlReturn_t nvmlDeviceGetPowerUsage(void *device, unsigned int *mw) {
   DEVICE("nvmlDeviceGetPowerUsage");
   double v;
@@ -418,13 +442,15 @@ nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(void *device, unsigned int *mw) {
   return OK;
 }
 
-/* Millijoules since init at the current power: only where `energy_supported` is true. */
+/* Millijoules since init, the exact integral of the power curve: only where
+ * `energy_supported` is true. */
 nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(void *device, unsigned long long *mj) {
   DEVICE("nvmlDeviceGetTotalEnergyConsumption");
   FIELD("energy_supported", supported);
-  double mw;
-  if (!supported || !power_now(p, &mw)) return NOT_SUPPORTED;
-  *mj = (unsigned long long)(mw * (now_s() - init_time));
+  double from, to;
+  if (!supported || !power_integral(p, init_unix, &from) || !power_integral(p, unix_s(), &to))
+    return NOT_SUPPORTED;
+  *mj = (unsigned long long)(to - from);
   return OK;
 }
 
@@ -541,11 +567,11 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *device, unsigned int 
     return have ? INSUFFICIENT_SIZE : OK;
   }
   for (unsigned i = 0; i < have; i++) {
-    double pid = 0, mib = 0;
+    double pid = 0, mib;
     jnum(procs->items[i], "pid", &pid);
-    jnum(procs->items[i], "used_mib", &mib);
     out[i].pid = (unsigned)pid;
-    out[i].used = (unsigned long long)mib << 20;
+    /* `used_mib: null`: NVML_VALUE_NOT_AVAILABLE, as where NVML cannot see the usage. */
+    out[i].used = jnum(procs->items[i], "used_mib", &mib) ? (unsigned long long)mib << 20 : ~0ull;
     out[i].gi = out[i].ci = 0xFFFFFFFF;
   }
   *count = have;
@@ -554,30 +580,40 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *device, unsigned int 
 
 typedef struct { unsigned long long ts; union { double d; unsigned int ui; unsigned long long ull; } v; } sample;
 
-/* Utilization samples: one per 1/6 s since `last_seen` (NVML's own rate), all at the
- * profile's current value; power samples are not simulated. */
+/* Utilization samples: NVML keeps a ring of them, one per `utilization_sample_period_s`
+ * (default 1/6 s, NVML's own rate) on a wall-clock grid, covering the last
+ * `utilization_buffer_s` (default 20 s). A sample taken before nvmlInit has the value of
+ * `utilization_gpu_percent_before_init` (`_memory_`) where the profile gives one (what the
+ * GPU did before this process started), else the current value. As NVML does, NOT_FOUND
+ * when no sample is newer than `last_seen`. Power samples are not simulated. */
 nvmlReturn_t nvmlDeviceGetSamples(void *device, int type, unsigned long long last_seen,
                                   int *value_type, unsigned int *count, sample *out) {
   DEVICE("nvmlDeviceGetSamples");
-  double v;
-  if (type == 1) { FIELD("utilization_gpu_percent", g); v = g; }
-  else if (type == 2) { FIELD("utilization_memory_percent", m); v = m; }
-  else return NOT_SUPPORTED;
-  double samples_flag;
-  if (!jnum(p, "utilization_samples", &samples_flag) || !samples_flag) return NOT_SUPPORTED;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  unsigned long long now_us = ts.tv_sec * 1000000ull + ts.tv_nsec / 1000;
-  unsigned long long step = 166666, from = last_seen ? last_seen : now_us - 1000000;
-  unsigned have = from >= now_us ? 0 : (unsigned)((now_us - from) / step);
-  if (have > 120) have = 120; /* NVML keeps a bounded ring */
-  *value_type = 1;            /* NVML_VALUE_TYPE_UNSIGNED_INT */
+  const char *key = type == 1 ? "utilization_gpu_percent" : type == 2 ? "utilization_memory_percent" : NULL;
+  if (!key) return NOT_SUPPORTED;
+  FIELD(key, v);
+  double flag, before = 0, period = 1.0 / 6, span = 20;
+  if (!jnum(p, "utilization_samples", &flag) || !flag) return NOT_SUPPORTED;
+  char before_key[64];
+  snprintf(before_key, sizeof before_key, "%s_before_init", key);
+  int has_before = jnum(p, before_key, &before);
+  jnum(p, "utilization_sample_period_s", &period);
+  jnum(p, "utilization_buffer_s", &span);
+  unsigned long long step = period > 1e-6 ? (unsigned long long)(period * 1e6) : 1;
+  unsigned long long now_us = (unsigned long long)(unix_s() * 1e6);
+  unsigned long long init_us = (unsigned long long)(init_unix * 1e6);
+  unsigned long long oldest = now_us - (unsigned long long)(span * 1e6);
+  unsigned long long after = last_seen > oldest ? last_seen : oldest;
+  unsigned long long first = (after / step + 1) * step, last = now_us / step * step;
+  if (first > last) return NOT_FOUND;
+  unsigned have = (unsigned)((last - first) / step + 1);
+  *value_type = 1; /* NVML_VALUE_TYPE_UNSIGNED_INT */
   if (!out) { *count = have; return OK; }
-  if (*count < have) have = *count;
+  if (*count < have) have = *count; /* the oldest first: the rest comes next time */
   for (unsigned i = 0; i < have; i++) {
-    out[i].ts = now_us - (unsigned long long)(have - 1 - i) * step;
+    out[i].ts = first + i * step;
     out[i].v.ull = 0;
-    out[i].v.ui = (unsigned)v;
+    out[i].v.ui = (unsigned)(has_before && out[i].ts < init_us ? before : v);
   }
   *count = have;
   return OK;

@@ -3,7 +3,9 @@
 # units converted (MiB -> bytes, mW -> W, MHz -> Hz, KB/s -> bytes/s), the fields a P4
 # lacks (energy counter, fan) absent rather than zero or a sentinel, energy integrated
 # from power within 2% of the profile's exact integral, promtool clean, and a snapshot
-# with the window means.
+# with the window means: mean power over the whole window (integrated and from NVML's
+# energy counter) within 3% of the analytic mean, utilization from the window's own
+# samples only; per-process memory NVML cannot see is absent, not 0.
 . "$(dirname "$0")/../lib/common.sh"
 
 start_gpu_agent tesla-p4
@@ -48,6 +50,7 @@ note "every profile value arrived through Prometheus in base units (power now ${
 expect_value "$prom" 'labnode_gpu_field_supported{field="energy_counter"}' 0
 expect_value "$prom" 'labnode_gpu_field_supported{field="fan_speed"}' 0
 expect_value "$prom" 'labnode_gpu_field_supported{field="power"}' 1
+expect_value "$prom" 'labnode_gpu_field_supported{field="compute_processes_memory"}' 1
 [ -z "$(prom_query "$prom" 'labnode_gpu_fan_speed_ratio')" ] || fail "a fan speed is exported for a passively cooled P4"
 [ -z "$(prom_query "$prom" 'labnode_gpu_energy_joules_total{source="nvml"}')" ] || fail "an NVML energy counter is claimed on Pascal"
 expect_value "$prom" 'count(labnode_gpu_energy_joules_total{source="integrated"})' 1
@@ -94,3 +97,50 @@ jq -e '
   (.collectors == [.collectors[] | select(.name == "gpu" and .up)])
 ' "$snap" >/dev/null || fail "the snapshot lacks the GPU window means: $(jq -c '[.samples[] | select(.metric | test("window|power_watts|utilization"))]' "$snap")"
 note "snapshot: mean power and utilization over a $(jq '[.samples[] | select(.metric == "labnode_gpu_window_seconds") | .value][0]' "$snap") s window"
+
+# Snapshot means are means over the whole window. Power: a triangle wave with a 0.4 s
+# period, so its mean over the 0.4 s window is 43 W at any phase (the window overruns
+# 0.4 s by a few ms; 3% allows for that); GPU 0 integrates sampled power, GPU 1 reads
+# NVML's energy counter at both ends. Utilization: NVML's sample buffer holds 20 s of
+# samples, those from before nvmlInit at 100% (90% memory), those after at 37% (12%):
+# only samples within the window may count.
+jq '.gpus[0] += {power_period_s: 0.4, utilization_gpu_percent_before_init: 100, utilization_memory_percent_before_init: 90}
+    | .gpus[1] = (.gpus[0] + {uuid: "GPU-11111111-2222-3333-4444-555555555555", pci_bus_id: "00000000:AF:00.0", energy_supported: true})' \
+  "$(dirname "$0")/../fake-nvml/profiles/tesla-p4.json" >"$T/fast.json"
+cat >"$T/window.yaml" <<YAML
+collectors:
+  gpu:
+    deadline: 2s
+    window: 400ms
+    library: $LABNODE_FAKE_NVML_LIB
+YAML
+for i in 1 2 3 4 5 6; do
+  LABNODE_FAKE_NVML_PROFILE=$T/fast.json \
+    "$LABNODE_BIN" collect --config "$T/window.yaml" --collector gpu --label "w$i" --out "$T/wsnaps" >/dev/null
+done
+for snap in "$T"/wsnaps/*.json; do
+  got=$(jq -c '[.samples[] | select(.metric | test("^labnode_gpu_(power_watts|window_seconds|utilization_ratio|memory_utilization_ratio)$"))
+    | [.metric, .labels.gpu // "", .value]]' "$snap")
+  jq -e '
+    [.samples[] | select(.metric == "labnode_gpu_power_watts") | .value] as $p
+    | [.samples[] | select(.metric == "labnode_gpu_utilization_ratio") | .value] as $u
+    | [.samples[] | select(.metric == "labnode_gpu_memory_utilization_ratio") | .value] as $m
+    | [.samples[] | select(.metric == "labnode_gpu_window_seconds") | .value][0] as $w
+    | ($p | length) == 2 and all($p[]; (. - 43 | fabs) <= 43 * 0.03)
+      and $u == [0.37, 0.37] and $m == [0.12, 0.12] and $w >= 0.4 and $w < 0.5
+  ' "$snap" >/dev/null || fail "snapshot window means are off (want 43 W, 0.37, 0.12, window 0.4..0.5 s): $got"
+done
+note "6 snapshots, 0.4 s windows: mean power $(jq -rs '[.[].samples[] | select(.metric == "labnode_gpu_power_watts") | .value * 10 | round / 10 | tostring] | join(", ")' "$T"/wsnaps/*.json) W (43 W exact), utilization only from the window's samples"
+
+# A process whose memory NVML cannot see (NVML_VALUE_NOT_AVAILABLE): no sum, said so.
+jq '.gpus[0].processes[1].used_mib = null' \
+  "$(dirname "$0")/../fake-nvml/profiles/tesla-p4.json" >"$T/procmem.json"
+LABNODE_FAKE_NVML_PROFILE=$T/procmem.json \
+  "$LABNODE_BIN" collect --config "$T/labnode.yaml" --collector gpu --label procmem --out "$T/psnaps" >/dev/null
+snap=$(ls "$T"/psnaps/*.json)
+jq -e '
+  ([.samples[] | select(.metric == "labnode_gpu_compute_processes_memory_bytes")] == []) and
+  ([.samples[] | select(.metric == "labnode_gpu_compute_processes") | .value] == [2]) and
+  ([.samples[] | select(.metric == "labnode_gpu_field_supported" and .labels.field == "compute_processes_memory") | .value] == [0])
+' "$snap" >/dev/null || fail "unavailable process memory is not reported as unsupported: $(jq -c '[.samples[] | select(.metric | test("compute_processes")) , select(.labels.field == "compute_processes_memory")]' "$snap")"
+note "process memory unavailable: no memory sum, 2 processes, field_supported{field=\"compute_processes_memory\"} 0"

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use labnode_core::config::{Deadline, Interval, Period};
 use labnode_core::hub::fmt_duration;
@@ -65,21 +65,13 @@ impl Config {
 /// Why the collector could not sample.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
-    /// No NVML library could be loaded or initialised.
-    #[error("cannot initialise NVML: {tried}; next attempt in {}", fmt_duration(*.retry_in))]
+    /// No NVML library could be loaded or initialised: returned by the failed attempt
+    /// and, unchanged, by every run until the next one (so the reason stays the same
+    /// while the failure does, and is logged once).
+    #[error("cannot initialise NVML: {tried}")]
     Init {
         /// Each library tried and why it failed.
         tried: String,
-        /// When the next attempt will be made.
-        retry_in: Duration,
-    },
-    /// Waiting out the backoff after a failed initialisation.
-    #[error("NVML unavailable ({last}); next attempt in {}", fmt_duration(*.retry_in))]
-    Backoff {
-        /// The last initialisation error.
-        last: String,
-        /// Time left until the next attempt.
-        retry_in: Duration,
     },
     /// NVML answered, but not to the device count.
     #[error("NVML device count: {0}")]
@@ -103,9 +95,13 @@ pub const THROTTLE_REASONS: [(u64, &str); 9] = [
 #[derive(Debug, Default)]
 struct GpuMemory {
     uuid: String,
+    /// Integral of sampled power since the agent started.
     energy_joules: f64,
     last_power: Option<(Instant, f64)>,
-    last_nvml_energy: Option<(Instant, f64)>,
+    /// Where the mean power's window starts: (when, integrated energy then).
+    integrated_from: Option<(Instant, f64)>,
+    /// Where the mean power's window starts: (when, NVML's energy counter then).
+    nvml_from: Option<(Instant, f64)>,
     last_sample_ts: Option<u64>,
     last_mem_sample_ts: Option<u64>,
     warned: Vec<String>,
@@ -119,8 +115,12 @@ struct State {
     last_error: String,
     gpus: HashMap<u32, GpuMemory>,
     lost: BTreeMap<u32, String>,
-    last_run: Option<Instant>,
+    /// Where the current window starts: the previous run's reading, or the first run's
+    /// sampling start; the wall clock in microseconds (NVML sample timestamps) beside it.
+    window_from: Option<(Instant, u64)>,
     reinit_at: Option<Instant>,
+    /// Why NVML is initialised again at the next attempt, for the log.
+    reinit_why: Option<&'static str>,
 }
 
 /// The `gpu` collector.
@@ -202,8 +202,9 @@ impl GpuCollector {
                 last_error: String::new(),
                 gpus: HashMap::new(),
                 lost: BTreeMap::new(),
-                last_run: None,
+                window_from: None,
                 reinit_at: None,
+                reinit_why: None,
             }),
         }
     }
@@ -211,9 +212,8 @@ impl GpuCollector {
     fn init(&self, st: &mut State) -> Result<(), GpuError> {
         let now = Instant::now();
         if now < st.next_init {
-            return Err(GpuError::Backoff {
-                last: st.last_error.clone(),
-                retry_in: st.next_init - now,
+            return Err(GpuError::Init {
+                tried: st.last_error.clone(),
             });
         }
         let mut tried = Vec::new();
@@ -221,7 +221,9 @@ impl GpuCollector {
             self.calls.fetch_add(1, Ordering::Relaxed);
             match Nvml::builder().lib_path(OsStr::new(lib)).init() {
                 Ok(n) => {
-                    if !st.last_error.is_empty() {
+                    if let Some(why) = st.reinit_why.take() {
+                        tracing::info!("NVML re-initialised from {} after {why}", lib.display());
+                    } else if !st.last_error.is_empty() {
                         tracing::info!("NVML initialised from {}", lib.display());
                     }
                     st.nvml = Some(n);
@@ -236,25 +238,41 @@ impl GpuCollector {
         st.next_init = now + retry_in;
         st.backoff = (st.backoff * 2).min(Duration::from_secs(60));
         st.last_error = tried.join("; ");
+        tracing::debug!(
+            "next NVML initialisation attempt in {}",
+            fmt_duration(retry_in)
+        );
         Err(GpuError::Init {
             tried: st.last_error.clone(),
-            retry_in,
         })
     }
 
-    /// Reads the fast-moving values (power, utilization) of every GPU `steps` times over
-    /// the window, integrating power into energy; used by the first run.
+    /// Reads the power of every GPU `steps` times over the window, integrating it into
+    /// energy, and marks where the window starts (power, NVML's energy counter, the
+    /// wall clock NVML's utilization samples are newer than); used by the first run.
     fn sample_window(&self, nvml: &Nvml, st: &mut State, count: u32) {
         let steps = (self.window.as_millis() / 100).clamp(1, 600) as u32;
         let step = self.window / steps;
+        st.window_from = Some((Instant::now(), unix_micros()));
         for i in 0..=steps {
             for idx in 0..count {
                 self.calls.fetch_add(2, Ordering::Relaxed);
                 let Ok(d) = nvml.device_by_index(idx) else {
                     continue;
                 };
+                let mem = st.gpus.entry(idx).or_default();
                 if let Ok(mw) = d.power_usage() {
-                    integrate(st.gpus.entry(idx).or_default(), f64::from(mw) / 1000.0);
+                    let at = Instant::now();
+                    integrate(mem, f64::from(mw) / 1000.0, at);
+                    if i == 0 {
+                        mem.integrated_from = Some((at, mem.energy_joules));
+                    }
+                }
+                if i == 0 {
+                    self.calls.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mj) = d.total_energy_consumption() {
+                        mem.nvml_from = Some((Instant::now(), mj as f64 / 1000.0));
+                    }
                 }
             }
             if i < steps {
@@ -288,17 +306,16 @@ impl GpuCollector {
         };
         let gpu = idx.to_string();
         let labels = [("gpu", gpu.as_str()), ("uuid", uuid.as_str())];
+        // NVML's utilization samples newer than the window's start, for a GPU not read yet.
+        let window_from_us = st.window_from.map(|(_, us)| us);
         let mem = st.gpus.entry(idx).or_default();
-        if mem.uuid != uuid {
-            // Another card at this index (or the first run): start its state afresh.
+        if mem.uuid.is_empty() {
+            // The first reading: keep what the first run's window sampled.
+            mem.uuid = uuid.clone();
+        } else if mem.uuid != uuid {
+            // Another card at this index: start its state afresh.
             *mem = GpuMemory {
                 uuid: uuid.clone(),
-                last_power: mem.last_power.filter(|_| mem.uuid.is_empty()),
-                energy_joules: if mem.uuid.is_empty() {
-                    mem.energy_joules
-                } else {
-                    0.0
-                },
                 ..GpuMemory::default()
             };
         }
@@ -312,20 +329,22 @@ impl GpuCollector {
             .get("persistence_mode", || d.is_in_persistent_mode())
             .map_or("", |p| if p { "enabled" } else { "disabled" });
 
-        // Utilization: the mean of NVML's own samples since the last run where the GPU
-        // keeps them, else the current rates.
+        // Utilization: the mean of NVML's own samples within the window (newer than the
+        // last one seen, or than the window's start) where the GPU keeps them, else the
+        // current rates; also when no sample is new (NVML's NOT_FOUND).
         let mut util = None;
         let mut mem_util = None;
+        let since = mem.last_sample_ts.or(window_from_us);
         if let Some(samples) = r.get("utilization_samples", || {
-            d.samples(Sampling::GpuUtilization, mem.last_sample_ts)
+            new_samples(d, Sampling::GpuUtilization, since)
         }) {
             if let Some(last) = samples.iter().map(|s| s.timestamp).max() {
                 mem.last_sample_ts = Some(last);
             }
             util = mean(samples.iter().map(|s| sample_value(&s.value)));
-            let since = mem.last_mem_sample_ts;
+            let since = mem.last_mem_sample_ts.or(window_from_us);
             if let Some(samples) = r.get("memory_utilization_samples", || {
-                d.samples(Sampling::MemoryUtilization, since)
+                new_samples(d, Sampling::MemoryUtilization, since)
             }) {
                 if let Some(last) = samples.iter().map(|s| s.timestamp).max() {
                     mem.last_mem_sample_ts = Some(last);
@@ -350,12 +369,17 @@ impl GpuCollector {
         let power_w = r
             .get("power", || d.power_usage())
             .map(|mw| f64::from(mw) / 1000.0);
+        let power_at = Instant::now();
+        if let Some(p) = power_w {
+            integrate(mem, p, power_at);
+        }
         let limit_w = r
             .get("power_limit", || d.enforced_power_limit())
             .map(|mw| f64::from(mw) / 1000.0);
         let nvml_energy_j = r
             .get("energy_counter", || d.total_energy_consumption())
             .map(|mj| mj as f64 / 1000.0);
+        let energy_at = Instant::now();
         let fan = r.get("fan_speed", || d.fan_speed(0));
         let sm_clock = r.get("sm_clock", || d.clock_info(Clock::SM));
         let mem_clock = r.get("memory_clock", || d.clock_info(Clock::Memory));
@@ -399,27 +423,42 @@ impl GpuCollector {
         if r.lost {
             return r;
         }
+        // Their memory, summed: only where NVML gives it for every process; a process it
+        // cannot see into (NVML_VALUE_NOT_AVAILABLE) leaves the sum unknown, not smaller.
+        let procs_memory = procs.as_ref().and_then(|p| {
+            let used: Option<Vec<f64>> = p
+                .iter()
+                .map(|p| match p.used_gpu_memory {
+                    UsedGpuMemory::Used(b) => Some(b as f64),
+                    UsedGpuMemory::Unavailable => None,
+                })
+                .collect();
+            r.mark("compute_processes_memory", used.is_some());
+            used.map(|u| u.iter().sum())
+        });
 
-        // Energy: NVML's counter where the GPU has one, else the integral of power.
-        let now = Instant::now();
+        // Energy: NVML's counter where the GPU has one, else the integral of power. Mean
+        // power: the energy over the window, (E_end - E_start) / (t_end - t_start); the
+        // current power where no window has started yet (a GPU that just appeared).
+        let integrated_mean = power_w.and_then(|_| {
+            let e = mem.energy_joules;
+            let (t0, e0) = mem.integrated_from.replace((power_at, e))?;
+            rate(e - e0, power_at.duration_since(t0))
+        });
         let (energy, source, mean_power) = match (nvml_energy_j, power_w) {
             (Some(e), _) => {
                 let mean = mem
-                    .last_nvml_energy
-                    .and_then(|(t, e0)| rate(e - e0, now.duration_since(t)))
+                    .nvml_from
+                    .replace((energy_at, e))
+                    .and_then(|(t, e0)| rate(e - e0, energy_at.duration_since(t)))
                     .or(power_w);
-                mem.last_nvml_energy = Some((now, e));
                 (Some(e), "nvml", mean)
             }
-            (None, Some(p)) => {
-                let before = mem.last_power;
-                let e0 = mem.energy_joules;
-                integrate(mem, p);
-                let mean = before
-                    .and_then(|(t, _)| rate(mem.energy_joules - e0, now.duration_since(t)))
-                    .or(Some(p));
-                (Some(mem.energy_joules), "integrated", mean)
-            }
+            (None, Some(p)) => (
+                Some(mem.energy_joules),
+                "integrated",
+                integrated_mean.or(Some(p)),
+            ),
             (None, None) => (None, "", None),
         };
 
@@ -556,16 +595,9 @@ impl GpuCollector {
         );
         g(
             "labnode_gpu_compute_processes_memory_bytes",
-            "Device memory used by compute processes, summed.",
+            "Device memory used by compute processes, summed; absent when NVML cannot give any one process's usage.",
             Unit::Bytes,
-            procs.as_ref().map(|p| {
-                p.iter()
-                    .map(|p| match p.used_gpu_memory {
-                        UsedGpuMemory::Used(b) => b as f64,
-                        UsedGpuMemory::Unavailable => 0.0,
-                    })
-                    .sum()
-            }),
+            procs_memory,
         );
         if let Some(e) = energy {
             m.counter(
@@ -641,13 +673,33 @@ fn rate(delta: f64, over: Duration) -> Option<f64> {
     (s > 0.0 && delta >= 0.0).then(|| delta / s)
 }
 
-/// Adds the trapezoid between the last power reading and this one to the energy total.
-fn integrate(mem: &mut GpuMemory, watts: f64) {
-    let now = Instant::now();
+/// Adds the trapezoid between the last power reading and this one, taken at `at`, to the
+/// energy total.
+fn integrate(mem: &mut GpuMemory, watts: f64, at: Instant) {
     if let Some((t, p)) = mem.last_power {
-        mem.energy_joules += (p + watts) / 2.0 * now.duration_since(t).as_secs_f64();
+        mem.energy_joules += (p + watts) / 2.0 * at.duration_since(t).as_secs_f64();
     }
-    mem.last_power = Some((now, watts));
+    mem.last_power = Some((at, watts));
+}
+
+/// NVML's samples newer than `since` (all it keeps with `None`); none when nothing is
+/// newer (NVML's NOT_FOUND), so the caller falls back to the current rates.
+fn new_samples(
+    d: &Device<'_>,
+    kind: Sampling,
+    since: Option<u64>,
+) -> Result<Vec<nvml_wrapper::struct_wrappers::device::Sample>, NvmlError> {
+    match d.samples(kind, since) {
+        Err(NvmlError::NotFound) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// Microseconds since the Unix epoch: the clock of NVML's sample timestamps.
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Collector for GpuCollector {
@@ -667,6 +719,7 @@ impl Collector for GpuCollector {
             // A GPU was lost: start NVML afresh, as after a driver reload.
             st.nvml = None;
             st.reinit_at = None;
+            st.reinit_why = Some("a lost GPU");
         }
         if st.nvml.is_none() {
             self.init(st)?;
@@ -696,13 +749,14 @@ impl GpuCollector {
     fn collect_with(&self, nvml: &Nvml, st: &mut State) -> Result<(Metrics, bool), CollectError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let count = nvml.device_count().map_err(GpuError::Count)?;
-        let now = Instant::now();
-        let first = st.last_run.is_none();
-        if first {
+        if st.window_from.is_none() {
             self.sample_window(nvml, st, count);
         }
-        let window = st.last_run.map_or(self.window, |t| now.duration_since(t));
-        st.last_run = Some(Instant::now());
+        // This run's window ends here; the next one starts here.
+        let now = (Instant::now(), unix_micros());
+        let window = st
+            .window_from
+            .map_or(Duration::ZERO, |(t, _)| now.0.duration_since(t));
 
         let mut m = Metrics::new();
         self.calls.fetch_add(2, Ordering::Relaxed);
@@ -780,6 +834,7 @@ impl GpuCollector {
         for (idx, uuid) in &st.lost {
             f.push(&[("gpu", &idx.to_string()), ("uuid", uuid)], 1.0);
         }
+        st.window_from = Some(now);
         m.counter(
             "labnode_gpu_nvml_calls_total",
             "NVML calls the collector made since the agent started.",
@@ -813,9 +868,17 @@ mod tests {
         });
         let e = c.collect().expect_err("no NVML here").to_string();
         assert!(e.contains("/nonexistent/libnvidia-ml.so.1"), "{e}");
-        assert!(e.contains("next attempt in 1s"), "{e}");
-        let e = c.collect().expect_err("still none").to_string();
-        assert!(e.contains("NVML unavailable"), "{e}");
+        let calls = c.calls.load(Ordering::Relaxed);
+        // Within the backoff: no new attempt, and the very same reason, so the hub logs
+        // the failure once.
+        let again = c.collect().expect_err("still none").to_string();
+        assert_eq!(again, e);
+        assert_eq!(c.calls.load(Ordering::Relaxed), calls);
+        // The next attempt fails the same way: still the same reason.
+        c.state.lock().expect("state").next_init = Instant::now();
+        let retried = c.collect().expect_err("still none").to_string();
+        assert_eq!(retried, e);
+        assert_eq!(c.calls.load(Ordering::Relaxed), calls + 1);
     }
 
     #[test]
@@ -824,7 +887,7 @@ mod tests {
             last_power: Some((Instant::now() - Duration::from_secs(2), 10.0)),
             ..GpuMemory::default()
         };
-        integrate(&mut m, 30.0);
+        integrate(&mut m, 30.0, Instant::now());
         assert!((m.energy_joules - 40.0).abs() < 0.1, "{}", m.energy_joules);
     }
 
