@@ -169,6 +169,10 @@ pub enum Measure {
         sel: Sel,
         /// The test.
         test: Test,
+        /// Count the series of this selector instead, each passing when a `sel` series
+        /// paired with it on these labels passes `test`: one without such a series fails
+        /// (e.g. a WireGuard peer with byte counters but no handshake age: never shook hands).
+        over: Option<(Sel, &'static [&'static str])>,
     },
     /// Distinct values of `label` among selected series with value 1, over `expected`.
     Coverage {
@@ -984,6 +988,7 @@ pub static CATALOG: &[Group] = &[
                 Measure::Fraction {
                     sel: sel("up", &[]),
                     test: Test::Equals(1.0),
+                    over: None,
                 },
                 D::Percent,
                 Higher,
@@ -1004,13 +1009,17 @@ pub static CATALOG: &[Group] = &[
                 Measure::Fraction {
                     sel: sel("labnode_net_wireguard_peer_handshake_age_seconds", &[]),
                     test: Test::Below(180.0),
+                    over: Some((
+                        sel("labnode_net_wireguard_peer_transmit_bytes_total", &[]),
+                        &["interface", "peer"],
+                    )),
                 },
                 D::Percent,
                 Higher,
                 Wording::Points,
             )
             .zero_when("labnode_net_congestion_control_info")
-            .note("0% when the net collector ran and found no WireGuard peer.")
+            .note("A peer that never shook hands has byte counters but no handshake age: it counts as down. 0% when the net collector ran and found no WireGuard peer.")
             .claim("No VPN", "WireGuard", "Secure"),
             row(
                 "firewall_default_deny",
@@ -1056,11 +1065,18 @@ impl Measure {
     pub fn selectors<'a>(&'a self, out: &mut Vec<&'a Sel>) {
         match self {
             Measure::Value { sel: s, .. }
-            | Measure::Fraction { sel: s, .. }
+            | Measure::Fraction {
+                sel: s, over: None, ..
+            }
             | Measure::Coverage { sel: s, .. }
             | Measure::Flag { sel: s }
             | Measure::Label { sel: s, .. } => out.push(s),
             Measure::Ratio { num, den, .. } => out.extend([num, den]),
+            Measure::Fraction {
+                sel: s,
+                over: Some((o, _)),
+                ..
+            } => out.extend([s, o]),
             Measure::Share { part, rest } => out.extend([part, rest]),
             Measure::FirstOf(ms) => {
                 for m in *ms {

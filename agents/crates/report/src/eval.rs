@@ -128,15 +128,29 @@ fn measure(m: &Measure, ctx: &Context, obs: &Observation) -> Option<Val> {
             let r = aggregate(Agg::Sum, values(select(rest, ctx, obs)))?;
             (p + r > 0.0).then(|| Val::Num(p / (p + r)))
         }
-        Measure::Fraction { sel, test } => {
+        Measure::Fraction { sel, test, over } => {
+            let passes = |s: &Sample| match *test {
+                Test::Below(x) => s.value < x,
+                Test::Equals(x) => s.value == x,
+            };
             let (mut n, mut pass) = (0usize, 0usize);
-            for s in select(sel, ctx, obs) {
-                n += 1;
-                let ok = match *test {
-                    Test::Below(x) => s.value < x,
-                    Test::Equals(x) => s.value == x,
-                };
-                pass += usize::from(ok);
+            match over {
+                None => {
+                    for s in select(sel, ctx, obs) {
+                        n += 1;
+                        pass += usize::from(passes(s));
+                    }
+                }
+                Some((each, on)) => {
+                    let tested: Vec<&Sample> = select(sel, ctx, obs).collect();
+                    for e in select(each, ctx, obs) {
+                        n += 1;
+                        let ok = tested
+                            .iter()
+                            .any(|s| on.iter().all(|l| s.label(l) == e.label(l)) && passes(s));
+                        pass += usize::from(ok);
+                    }
+                }
             }
             (n > 0).then(|| Val::Num(pass as f64 / n as f64))
         }

@@ -1023,14 +1023,21 @@ fn describe(m: &Measure) -> String {
             let (p, r) = (describe_sel(part, None), describe_sel(rest, None));
             format!("{p} / ({p} + {r})")
         }
-        Measure::Fraction { sel, test } => format!(
-            "share of {} series {}",
-            describe_sel(sel, None),
-            match test {
+        Measure::Fraction { sel, test, over } => {
+            let t = match test {
                 Test::Below(x) => format!("below {x}"),
                 Test::Equals(x) => format!("equal to {x}"),
+            };
+            match over {
+                None => format!("share of {} series {t}", describe_sel(sel, None)),
+                Some((each, on)) => format!(
+                    "share of {} series whose {} paired on ({}) is {t} (none: not)",
+                    describe_sel(each, None),
+                    describe_sel(sel, None),
+                    on.join(", ")
+                ),
             }
-        ),
+        }
         Measure::Coverage {
             sel,
             label,

@@ -104,7 +104,8 @@ fn regression_markdown_and_json() {
             "rpo",
             "net_deployed",
             "net_rtt_loaded",
-            "net_cpu_per_gbit"
+            "net_cpu_per_gbit",
+            "wireguard_up"
         ]
     );
     // The operator value for a measured row is not used, and says so.
