@@ -258,11 +258,11 @@ pub struct Phase {
 pub struct Gate {
     /// The threshold, as a fraction.
     pub threshold: f64,
-    /// Rows worse by more than it.
+    /// Rows worse by more than it, and yes/no rows worse at all.
     pub regressions: Vec<Regression>,
 }
 
-/// A row that got worse by more than the threshold.
+/// A row that got worse by more than the threshold, or a yes/no row that got worse at all.
 #[derive(Debug, Clone, Serialize)]
 pub struct Regression {
     /// Row id.
@@ -325,7 +325,10 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
                     let out = build_row(r, [before, after], &ctx, operator, opts, &mut warnings);
                     count(&mut counts, &out);
                     if let (Some(gate), Some(c)) = (opts.gate, &out.change) {
-                        if c.worse_by.is_some_and(|w| w > gate) {
+                        // A lost yes (a yes/no row getting worse) is a regression at
+                        // any threshold: the gate must not let a lost property through.
+                        let lost_yes = r.display == Display::YesNo && c.verdict == Verdict::Worse;
+                        if lost_yes || c.worse_by.is_some_and(|w| w > gate) {
                             regressions.push(Regression {
                                 row: r.id,
                                 title: r.title,
