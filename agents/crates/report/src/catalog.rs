@@ -106,6 +106,9 @@ pub enum Summary {
     Rate,
     /// The most frequent text value.
     Mode,
+    /// A counter's increase over the side's window (see [`crate::eval::increase`]): one
+    /// value per side, not one per observation.
+    Increase,
 }
 
 /// How a value is shown.
@@ -124,6 +127,8 @@ pub enum Display {
     Factor,
     /// Watts: "48.3 W".
     Watts,
+    /// Energy, in joules, shown in watt-hours: "41.2 Wh".
+    Energy,
     /// A plain number.
     Count,
     /// CPU seconds per gigabit moved.
@@ -325,6 +330,7 @@ const fn base_unit(d: Display) -> Unit {
         Display::BitRate => Unit::BytesPerSecond,
         Display::Percent | Display::Factor => Unit::Ratio,
         Display::Watts => Unit::Watts,
+        Display::Energy => Unit::Joules,
         Display::Count => Unit::Count,
         Display::YesNo | Display::Text => Unit::Info,
     }
@@ -341,6 +347,10 @@ impl Row {
     }
     const fn rate(mut self) -> Self {
         self.summary = Summary::Rate;
+        self
+    }
+    const fn increase(mut self) -> Self {
+        self.summary = Summary::Increase;
         self
     }
     const fn mode(mut self) -> Self {
@@ -900,14 +910,25 @@ pub static CATALOG: &[Group] = &[
             .claim("N/A", "~6GB (7B model)", "Fits in 8GB"),
             row(
                 "gpu_power",
-                "GPU power draw (all GPUs; equals the energy used per hour of this load)",
+                "GPU power draw (all GPUs)",
                 "GPU power",
                 value("labnode_gpu_power_watts", &[], Agg::Sum),
                 D::Watts,
                 Neutral,
                 Wording::Percent,
             )
-            .note("Mean over each sampling window, so W here is Wh per hour at that load."),
+            .note("Mean over each sampling window."),
+            row(
+                "gpu_energy",
+                "GPU energy used over the side's window (all GPUs)",
+                "GPU energy",
+                value("labnode_gpu_energy_joules_total", &[], Agg::Sum),
+                D::Energy,
+                Neutral,
+                Wording::Percent,
+            )
+            .increase()
+            .note("The counter's increase, resets counted, summed over GPUs: from Prometheus over the range; from snapshots what they hold: the GPU's own counter (source nvml) from the first snapshot to the last, the integral of sampled power (source integrated, which each collect starts at 0) over each collect's sampling window, added up."),
         ],
     },
     Group {

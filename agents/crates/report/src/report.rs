@@ -410,12 +410,19 @@ fn side_info(side: &Side, ctx: &Context) -> SideInfo {
 enum Got {
     Nums(Vec<f64>),
     Texts(Vec<String>),
+    /// A counter's increase over the side, and how many observations held the counter.
+    Increase(f64, usize),
     Nothing,
 }
 
 /// The row's values on one side, and how many drill or probe results gave none (a drill
 /// that never recovered has no recovery time).
 fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
+    if let (Summary::Increase, Measure::Value { sel, .. }) = (row.summary, &row.measure) {
+        let got = eval::increase(sel, ctx, side, side.noun != "points")
+            .map_or(Got::Nothing, |(total, n)| Got::Increase(total, n));
+        return (got, 0);
+    }
     let mut nums = Vec::new();
     let mut texts = Vec::new();
     let mut without = 0;
@@ -714,6 +721,26 @@ fn measured_cell(row: &Row, side: &Side, got: Got) -> Built {
                 }),
             )
         }
+        Got::Increase(total, n) => (
+            Cell::Measured(Measured {
+                n,
+                value: json_num(total),
+                p95: None,
+                min: None,
+                max: None,
+                agree: None,
+                without: None,
+                display: format::value(row.display, total),
+                spread: format!("increase over {n} {}", noun(row, side, n)),
+            }),
+            Some(Num {
+                point: Point {
+                    v: total,
+                    bound: None,
+                },
+                range: None,
+            }),
+        ),
         Got::Nothing => (Cell::NotMeasured { why: String::new() }, None),
     }
 }
@@ -1066,7 +1093,13 @@ fn how(row: &Row) -> String {
         s.push(' ');
     }
     if !matches!(row.measure, Measure::OperatorOnly) {
-        s.push_str(&format!("Per {}: {}", per(row), describe(&row.measure)));
+        match (row.summary, &row.measure) {
+            (Summary::Increase, Measure::Value { sel, .. }) => s.push_str(&format!(
+                "Per side: the increase of {}",
+                describe_sel(sel, None)
+            )),
+            _ => s.push_str(&format!("Per {}: {}", per(row), describe(&row.measure))),
+        }
         if let Some(z) = row.zero_when {
             s.push_str(&format!("; 0 where {z} is present but that is not"));
         }
