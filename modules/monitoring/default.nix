@@ -43,7 +43,12 @@
       targets;
   };
 
-  ruleFiles = map (f: ./rules + "/${f}") (lib.attrNames (lib.filterAttrs (f: type: type == "regular" && lib.hasSuffix ".yaml" f) (builtins.readDir ./rules)));
+  # rollback.yaml with the configured recovery budget in place of its default.
+  ruleFile = f:
+    if f == "rollback.yaml"
+    then pkgs.writeText "rollback.yaml" (import ./rollback-rules.nix {budget = cfg.rollbackRecoveryBudget;})
+    else ./rules + "/${f}";
+  ruleFiles = map ruleFile (lib.attrNames (lib.filterAttrs (f: type: type == "regular" && lib.hasSuffix ".yaml" f) (builtins.readDir ./rules)));
 
   # The shipped Alertmanager file has ${LABNODE_ALERT_WEBHOOK_URL} in it, which the module
   # substitutes at start (envsubst); check it here with a placeholder URL instead.
@@ -89,6 +94,17 @@ in {
         Whether to scrape every other node of the inventory at its WireGuard address, with
         this node's exporter ports (the other nodes set `labnode.agents.listenAddress` to
         their WireGuard address).
+      '';
+    };
+
+    rollbackRecoveryBudget = lib.mkOption {
+      type = lib.types.ints.positive;
+      default = 300;
+      example = 600;
+      description = ''
+        Seconds a rollback drill may take until every health gate is green
+        (labnode_rollback_recovery_seconds{direction="rollback"}) before the alert
+        RollbackRecoveryOverBudget fires.
       '';
     };
 

@@ -8,7 +8,9 @@
 #     and explained on the before side, GPU and ZFS "not measured" with the collector's
 #     reason; the HTML report is self-contained; the snapshots are in the store by label;
 #  2. not root: exit 2 at once; without wireguard-go and Nix: the rest measured, the tunnel
-#     and rollback rows "not measured" with the reason;
+#     and rollback rows "not measured" with the reason; in that run the simulated NVML
+#     library (a Tesla P4) is where the loader looks for libnvidia-ml.so.1, so the GPU
+#     rows are measured on both sides with the profile's values;
 #  3. SIGINT during the first bench (on a terminal, where progress is drawn), SIGTERM during
 #     the rollback drill, SIGHUP during the bench through WireGuard: exit 128+N, no report;
 #  and after every run nothing is left: namespaces, WireGuard sockets, wireguard-go, probe
@@ -151,8 +153,15 @@ for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
     [ -e "$T/path/$n" ] || ln -s "$f" "$T/path/$n"
   done
 done
+# The GPU, simulated: libnvidia-ml.so.1 on the loader's path (as the driver installs it),
+# the demo's embedded defaults find it there.
+: "${LABNODE_FAKE_NVML_LIB:?LABNODE_FAKE_NVML_LIB must point at the simulated NVML library}"
+mkdir "$T/nvml"
+ln -s "$LABNODE_FAKE_NVML_LIB" "$T/nvml/libnvidia-ml.so.1"
+p4="$(cd "$(dirname "$0")/../fake-nvml/profiles" && pwd)/tesla-p4.json"
 rc=0
-PATH="$T/path" CI=true "$LABNODE_BIN" demo --out "$T/bare" --duration 1 >"$T/bare.txt" 2>&1 &
+LD_LIBRARY_PATH="$T/nvml" LABNODE_FAKE_NVML_PROFILE="$p4" PATH="$T/path" CI=true \
+  "$LABNODE_BIN" demo --out "$T/bare" --duration 1 >"$T/bare.txt" 2>&1 &
 pid=$!
 wait "$pid" || rc=$?
 [ "$rc" = 0 ] || fail "without wireguard-go and Nix: exit $rc, $(cat "$T/bare.txt")"
@@ -167,6 +176,16 @@ not_measured rto_nixos after 'no rollback_drill record'
 jq -e '.after.deployed.path == "direct" and (.setup | any(test("no WireGuard tunnel: wireguard-go is missing")))' "$J" >/dev/null ||
   fail "the report does not say the after side ran without a tunnel: $(jq -c '.after.deployed, .setup' "$J")"
 note "without wireguard-go and Nix: exit 0; $(grep -o 'WireGuard: not measured.*' "$T/bare.txt" | cut -c1-60)...; the rollback rows not measured"
+# The simulated Tesla P4: measured on both sides, the profile's values.
+for side in before after; do
+  for row in gpu_devices gpu_memory gpu_power gpu_energy; do measured "$row" "$side"; done
+  between "gpu_devices $side" "$(value gpu_devices "$side")" 1 1
+  between "gpu_memory $side (B)" "$(value gpu_memory "$side")" $((1843 * 1048576)) $((1843 * 1048576))
+  between "gpu_power $side (W)" "$(value gpu_power "$side")" 22 64
+  between "gpu_energy $side (J)" "$(value gpu_energy "$side")" 0.001 1000
+done
+! grep -q "^  gpu: *not measured" "$T/bare.txt" || fail "the summary says the GPU is not measured: $(grep '^  gpu:' "$T/bare.txt")"
+note "GPU (simulated Tesla P4): $(cell gpu_devices after display) GPU, memory $(cell gpu_memory after display), power $(cell gpu_power before display) / $(cell gpu_power after display), energy $(cell gpu_energy after display)"
 
 # 3. Interrupted. wait_until SECONDS WHAT COMMAND...: polls COMMAND; fails if the demo ends first.
 wait_until() {

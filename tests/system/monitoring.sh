@@ -19,6 +19,35 @@ for a in $alerts; do
   grep -q "name: $a stays quiet" "$M"/rules/tests/*.yaml || fail "no quiet test for $a"
 done
 note "promtool test rules: pass; each of the $(wc -w <<<"$alerts") alerts has a firing and a quiet case"
+# The rollback recovery budget as the module writes it (labnode.monitoring.rollbackRecoveryBudget):
+# 600 s instead of 300, so 420 s is quiet and 700 s fires, saying the budget.
+if command -v nix-instantiate >/dev/null; then
+  mkdir -p "$T/budget"
+  nix-instantiate --eval --strict --json -E "import $M/rollback-rules.nix { budget = 600; }" 2>"$T/budget/err" |
+    jq -r . >"$T/budget/rollback.yaml" || fail "rollback-rules.nix: $(cat "$T/budget/err")"
+  cat >"$T/budget/test.yaml" <<'YAML'
+rule_files: [rollback.yaml]
+evaluation_interval: 1m
+tests:
+- interval: 1m
+  input_series:
+  - series: labnode_rollback_recovery_seconds{instance="node1",direction="rollback"}
+    values: 420x5
+  - series: labnode_rollback_recovery_seconds{instance="node2",direction="rollback"}
+    values: 700x5
+  alert_rule_test:
+  - eval_time: 1m
+    alertname: RollbackRecoveryOverBudget
+    exp_alerts:
+    - exp_labels: {instance: node2, direction: rollback, severity: warning, collector: rollback}
+      exp_annotations:
+        summary: Recovery by rollback on node2 took 11m 40s, over the 10m 0s budget
+        description: 'See which phase grew on the rollback dashboard (labnode_rollback_phase_seconds): usually a slow unit stop or start, or a gate waiting on a service. Speed it up or raise the budget (labnode.monitoring.rollbackRecoveryBudget) knowingly.'
+YAML
+  (cd "$T/budget" && promtool check rules rollback.yaml && promtool test rules test.yaml) >"$T/budget/log" 2>&1 ||
+    fail "the rollback rules with a 600 s budget: $(cat "$T/budget/log")"
+  note "rollbackRecoveryBudget = 600: the module's rollback.yaml is clean, 420 s quiet, 700 s fires over the 10m 0s budget"
+fi
 
 # 2. Alertmanager: the configuration as the NixOS module renders it (envsubst of a secret).
 LABNODE_ALERT_WEBHOOK_URL=http://127.0.0.1:9/hook envsubst <"$M/alertmanager.yaml" >"$T/alertmanager.yml"

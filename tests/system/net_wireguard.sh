@@ -31,8 +31,12 @@ wait_for 15 "the net collector in $NSA to be up" net_up
 grep -q "labnode_net_wireguard_peer_handshake_age_seconds" "$T/first.prom" &&
   fail "a handshake age before any handshake (must be absent)"
 grep -q "labnode_net_wireguard_peers{interface=\"$WGA\"} 1" "$T/first.prom" || fail "no peer count for $WGA"
+# What WireguardHandshakeStale's rule for a peer that never shook hands, and the report's
+# wireguard_up, count such a peer by: its byte counters, there without a handshake age.
+grep -q "labnode_net_wireguard_peer_transmit_bytes_total{interface=\"$WGA\",peer=" "$T/first.prom" ||
+  fail "no transmit counter for $WGA's peer before its first handshake"
 grep -q "interface=\"$WGB\"" "$T/first.prom" && fail "read $WGB, the other namespace's interface, through the shared socket directory"
-note "before any traffic: $WGA has 1 peer, no handshake age (absent, not 0 or 1970), $WGB not read"
+note "before any traffic: $WGA has 1 peer, no handshake age (absent, not 0 or 1970) but its byte counters, $WGB not read"
 
 # 1. The bench through the tunnel.
 start_probe_server "$NSB" "$WGADDRB:9470" "$WGADDRA/32"

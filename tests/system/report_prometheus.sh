@@ -44,6 +44,15 @@ field gpu_memory .before.why | grep -q 'gpu collector was down' || fail "no reas
 [ "$(field gpu_memory .after.value)" = 1932525568 ] || fail "gpu_memory after: $(row gpu_memory)"
 [ "$(field gpu_memory .after.n)" -ge 5 ] || fail "gpu_memory n: $(row gpu_memory)"
 [ "$(field gpu_devices .after.value)" = 1 ] || fail "gpu_devices after: $(row gpu_devices)"
+# GPU energy: the counter's increase over the after range, as Prometheus holds it at the
+# report's steps (first to last; the simulated P4 integrates power, no reset here).
+want_e=$(curl -fsS "$url/api/v1/query_range" --data-urlencode 'query=sum(labnode_gpu_energy_joules_total)' \
+  --data-urlencode "start=$t3" --data-urlencode "end=$t4" --data-urlencode step=1 |
+  jq -r '.data.result[0].values | (.[-1][1] | tonumber) - (.[0][1] | tonumber)')
+got_e=$(field gpu_energy .after.value)
+awk -v g="$got_e" -v w="$want_e" 'BEGIN { exit !(w > 0 && g > 0.99 * w && g < 1.01 * w) }' ||
+  fail "gpu_energy after $got_e J, Prometheus's increase over the range $want_e J: $(row gpu_energy)"
+[ "$(field gpu_energy .before.provenance)" = not_measured ] || fail "gpu_energy measured without a driver: $(row gpu_energy)"
 
 # Coverage: system of five collectors before, system and gpu after.
 [ "$(field collectors_up .before.value)" = 0.2 ] || fail "collectors_up before: $(row collectors_up)"

@@ -63,7 +63,8 @@ note "bad inputs exit 2 with file:line:column or the name: schema 2, a cut file,
 # its rows; the same set against itself passes.
 expect_exit 1 "rollback_time (Rollback: switch to the previous generation): 1.6x slower" \
   --before "$fixtures/after" --after "$fixtures/candidate" --fail-on-regression 20% --format json --out "$T/g"
-jq -e '.gate.regressions | length == 6' "$T/g/report.json" >/dev/null || fail "the JSON gate does not list 6 rows"
+jq -e '.gate.regressions | map(.row) | length == 8 and index("wireguard_up") and index("firewall_default_deny")' "$T/g/report.json" >/dev/null ||
+  fail "the JSON gate does not list 8 rows, wireguard_up and firewall_default_deny among them: $(jq -c '.gate.regressions | map(.row)' "$T/g/report.json")"
 "$LABNODE_BIN" report --before "$fixtures/after" --after "$fixtures/after" --fail-on-regression 0% \
   --format json --out "$T/same" >/dev/null || fail "a set against itself fails the gate"
-note "gate: 42 -> 43 exits 1 naming rollback_time and 5 more; a set against itself passes at 0%"
+note "gate: 42 -> 43 exits 1 naming rollback_time and 7 more (a peer that never shook hands, the default deny lost); a set against itself passes at 0%"

@@ -106,6 +106,9 @@ pub enum Summary {
     Rate,
     /// The most frequent text value.
     Mode,
+    /// A counter's increase over the side's window (see [`crate::eval::increase`]): one
+    /// value per side, not one per observation.
+    Increase,
 }
 
 /// How a value is shown.
@@ -124,6 +127,8 @@ pub enum Display {
     Factor,
     /// Watts: "48.3 W".
     Watts,
+    /// Energy, in joules, shown in watt-hours: "41.2 Wh".
+    Energy,
     /// A plain number.
     Count,
     /// CPU seconds per gigabit moved.
@@ -169,6 +174,10 @@ pub enum Measure {
         sel: Sel,
         /// The test.
         test: Test,
+        /// Count the series of this selector instead, each passing when a `sel` series
+        /// paired with it on these labels passes `test`: one without such a series fails
+        /// (e.g. a WireGuard peer with byte counters but no handshake age: never shook hands).
+        over: Option<(Sel, &'static [&'static str])>,
     },
     /// Distinct values of `label` among selected series with value 1, over `expected`.
     Coverage {
@@ -321,6 +330,7 @@ const fn base_unit(d: Display) -> Unit {
         Display::BitRate => Unit::BytesPerSecond,
         Display::Percent | Display::Factor => Unit::Ratio,
         Display::Watts => Unit::Watts,
+        Display::Energy => Unit::Joules,
         Display::Count => Unit::Count,
         Display::YesNo | Display::Text => Unit::Info,
     }
@@ -337,6 +347,10 @@ impl Row {
     }
     const fn rate(mut self) -> Self {
         self.summary = Summary::Rate;
+        self
+    }
+    const fn increase(mut self) -> Self {
+        self.summary = Summary::Increase;
         self
     }
     const fn mode(mut self) -> Self {
@@ -896,14 +910,25 @@ pub static CATALOG: &[Group] = &[
             .claim("N/A", "~6GB (7B model)", "Fits in 8GB"),
             row(
                 "gpu_power",
-                "GPU power draw (all GPUs; equals the energy used per hour of this load)",
+                "GPU power draw (all GPUs)",
                 "GPU power",
                 value("labnode_gpu_power_watts", &[], Agg::Sum),
                 D::Watts,
                 Neutral,
                 Wording::Percent,
             )
-            .note("Mean over each sampling window, so W here is Wh per hour at that load."),
+            .note("Mean over each sampling window."),
+            row(
+                "gpu_energy",
+                "GPU energy used over the side's window (all GPUs)",
+                "GPU energy",
+                value("labnode_gpu_energy_joules_total", &[], Agg::Sum),
+                D::Energy,
+                Neutral,
+                Wording::Percent,
+            )
+            .increase()
+            .note("The counter's increase, resets counted, summed over GPUs: from Prometheus over the range; from snapshots what they hold: the GPU's own counter (source nvml) from the first snapshot to the last, the integral of sampled power (source integrated, which each collect starts at 0) over each collect's sampling window, added up."),
         ],
     },
     Group {
@@ -984,6 +1009,7 @@ pub static CATALOG: &[Group] = &[
                 Measure::Fraction {
                     sel: sel("up", &[]),
                     test: Test::Equals(1.0),
+                    over: None,
                 },
                 D::Percent,
                 Higher,
@@ -1004,13 +1030,17 @@ pub static CATALOG: &[Group] = &[
                 Measure::Fraction {
                     sel: sel("labnode_net_wireguard_peer_handshake_age_seconds", &[]),
                     test: Test::Below(180.0),
+                    over: Some((
+                        sel("labnode_net_wireguard_peer_transmit_bytes_total", &[]),
+                        &["interface", "peer"],
+                    )),
                 },
                 D::Percent,
                 Higher,
                 Wording::Points,
             )
             .zero_when("labnode_net_congestion_control_info")
-            .note("0% when the net collector ran and found no WireGuard peer.")
+            .note("A peer that never shook hands has byte counters but no handshake age: it counts as down. 0% when the net collector ran and found no WireGuard peer.")
             .claim("No VPN", "WireGuard", "Secure"),
             row(
                 "firewall_default_deny",
@@ -1056,11 +1086,18 @@ impl Measure {
     pub fn selectors<'a>(&'a self, out: &mut Vec<&'a Sel>) {
         match self {
             Measure::Value { sel: s, .. }
-            | Measure::Fraction { sel: s, .. }
+            | Measure::Fraction {
+                sel: s, over: None, ..
+            }
             | Measure::Coverage { sel: s, .. }
             | Measure::Flag { sel: s }
             | Measure::Label { sel: s, .. } => out.push(s),
             Measure::Ratio { num, den, .. } => out.extend([num, den]),
+            Measure::Fraction {
+                sel: s,
+                over: Some((o, _)),
+                ..
+            } => out.extend([s, o]),
             Measure::Share { part, rest } => out.extend([part, rest]),
             Measure::FirstOf(ms) => {
                 for m in *ms {

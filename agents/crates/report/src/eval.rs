@@ -94,6 +94,51 @@ fn mode(values: &[&str]) -> Option<String> {
     best.map(|(v, _)| v.to_owned())
 }
 
+/// A counter's increase over a side's observations, summed over its series (each series
+/// by its labels, oldest first; a drop is a reset, after which the new value counts whole).
+/// In snapshots (`fresh_process`) every collect is a new process, so a counter with
+/// `source="integrated"` (labnode's own integral, which starts at 0) counts whole in each;
+/// other counters (a device's own) run across snapshots.
+pub fn increase(
+    sel: &Sel,
+    ctx: &Context,
+    side: &Side,
+    fresh_process: bool,
+) -> Option<(f64, usize)> {
+    let mut last: Vec<(Vec<(String, String)>, f64)> = Vec::new();
+    let (mut total, mut n) = (0.0, 0usize);
+    for o in &side.observations {
+        let mut any = false;
+        for s in select(sel, ctx, o) {
+            any = true;
+            let key: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let whole = fresh_process && s.label("source") == Some("integrated");
+            match last.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, prev)) => {
+                    total += if whole || s.value < *prev {
+                        s.value
+                    } else {
+                        s.value - *prev
+                    };
+                    *prev = s.value;
+                }
+                None => {
+                    if whole {
+                        total += s.value;
+                    }
+                    last.push((key, s.value));
+                }
+            }
+        }
+        n += usize::from(any);
+    }
+    (n > 0).then_some((total, n))
+}
+
 /// One observation's value for a row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val {
@@ -128,15 +173,29 @@ fn measure(m: &Measure, ctx: &Context, obs: &Observation) -> Option<Val> {
             let r = aggregate(Agg::Sum, values(select(rest, ctx, obs)))?;
             (p + r > 0.0).then(|| Val::Num(p / (p + r)))
         }
-        Measure::Fraction { sel, test } => {
+        Measure::Fraction { sel, test, over } => {
+            let passes = |s: &Sample| match *test {
+                Test::Below(x) => s.value < x,
+                Test::Equals(x) => s.value == x,
+            };
             let (mut n, mut pass) = (0usize, 0usize);
-            for s in select(sel, ctx, obs) {
-                n += 1;
-                let ok = match *test {
-                    Test::Below(x) => s.value < x,
-                    Test::Equals(x) => s.value == x,
-                };
-                pass += usize::from(ok);
+            match over {
+                None => {
+                    for s in select(sel, ctx, obs) {
+                        n += 1;
+                        pass += usize::from(passes(s));
+                    }
+                }
+                Some((each, on)) => {
+                    let tested: Vec<&Sample> = select(sel, ctx, obs).collect();
+                    for e in select(each, ctx, obs) {
+                        n += 1;
+                        let ok = tested
+                            .iter()
+                            .any(|s| on.iter().all(|l| s.label(l) == e.label(l)) && passes(s));
+                        pass += usize::from(ok);
+                    }
+                }
             }
             (n > 0).then(|| Val::Num(pass as f64 / n as f64))
         }
@@ -539,5 +598,73 @@ mod tests {
         // Nothing to read: not measured.
         assert_eq!(eval("gpu_power", &any(), &o), None);
         assert_eq!(eval("secrets_outside_store", &any(), &o), None);
+    }
+
+    #[test]
+    fn a_peer_that_never_shook_hands_counts_as_down() {
+        fn peer(p: &str) -> [(&str, &str); 2] {
+            [("interface", "wg0"), ("peer", p)]
+        }
+        let o = obs(
+            vec![
+                s(
+                    "labnode_net_wireguard_peer_handshake_age_seconds",
+                    &peer("a"),
+                    30.0,
+                ),
+                s(
+                    "labnode_net_wireguard_peer_transmit_bytes_total",
+                    &peer("a"),
+                    9e9,
+                ),
+                s(
+                    "labnode_net_wireguard_peer_handshake_age_seconds",
+                    &peer("b"),
+                    400.0,
+                ),
+                s(
+                    "labnode_net_wireguard_peer_transmit_bytes_total",
+                    &peer("b"),
+                    9e9,
+                ),
+                // Configured, sending handshake initiations, never answered: no age.
+                s(
+                    "labnode_net_wireguard_peer_transmit_bytes_total",
+                    &peer("c"),
+                    148.0,
+                ),
+            ],
+            &[],
+        );
+        assert_eq!(eval("wireguard_up", &any(), &o), Some(Val::Num(1.0 / 3.0)));
+    }
+
+    #[test]
+    fn a_counter_increase_counts_resets_and_fresh_processes() {
+        let row = catalog::find("gpu_energy").expect("row");
+        let Measure::Value { sel, .. } = &row.measure else {
+            panic!("gpu_energy reads one counter")
+        };
+        let e = |src: &str, v: f64| {
+            s(
+                "labnode_gpu_energy_joules_total",
+                &[("gpu", "0"), ("source", src)],
+                v,
+            )
+        };
+        let side = |vals: &[f64], src: &str| Side {
+            observations: vals.iter().map(|v| obs(vec![e(src, *v)], &[])).collect(),
+            ..Side::default()
+        };
+        // A running counter: 100 -> 250, a reset, 0 -> 40: 150 + 40.
+        let nvml = side(&[100.0, 250.0, 40.0], "nvml");
+        assert_eq!(increase(sel, &any(), &nvml, false), Some((190.0, 3)));
+        assert_eq!(increase(sel, &any(), &nvml, true), Some((190.0, 3)));
+        // labnode's integral in snapshots starts at 0 in each collect: each counts whole.
+        let integrated = side(&[22.0, 20.0, 23.0], "integrated");
+        assert_eq!(increase(sel, &any(), &integrated, true), Some((65.0, 3)));
+        // The same from Prometheus (one serve process): first to last, 22 -> 20 a reset.
+        assert_eq!(increase(sel, &any(), &integrated, false), Some((23.0, 3)));
+        assert_eq!(increase(sel, &any(), &side(&[], "nvml"), true), None);
     }
 }

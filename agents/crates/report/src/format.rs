@@ -100,6 +100,7 @@ pub fn value(display: Display, v: f64) -> String {
         Display::Percent => percent(v),
         Display::Factor => format!("{v:.2}x"),
         Display::Watts => format!("{} W", sig(v, 3)),
+        Display::Energy => scaled(v / 3600.0, 1000.0, &["Wh", "kWh", "MWh"]),
         Display::Count => sig(v, 4),
         Display::CpuPerGigabit => format!("{} CPU s/Gbit", sig(v, 3)),
         Display::YesNo => {

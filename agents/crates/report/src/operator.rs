@@ -189,6 +189,9 @@ fn parse_value(display: Display, raw: &Raw) -> Result<Val, String> {
         Display::Watts => with_unit(text, &[("W", 1.0), ("kW", 1e3)])
             .ok_or_else(bad)
             .map(Val::Num),
+        Display::Energy => with_unit(text, &[("Wh", 3600.0), ("kWh", 3.6e6), ("J", 1.0)])
+            .ok_or_else(bad)
+            .map(Val::Num),
         Display::Factor => {
             let n = text.strip_suffix('x').unwrap_or(text);
             n.trim()
@@ -257,6 +260,7 @@ fn expects(display: Display) -> &'static str {
         Display::Percent => "a percentage such as 95%",
         Display::Factor => "a factor such as 1.6x",
         Display::Watts => "a power such as 70 W",
+        Display::Energy => "an energy such as 40 Wh or 1.2 kWh",
         Display::Count | Display::CpuPerGigabit => "a number",
         Display::YesNo => "yes or no",
         Display::Text => "a text",

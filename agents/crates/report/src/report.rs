@@ -258,11 +258,11 @@ pub struct Phase {
 pub struct Gate {
     /// The threshold, as a fraction.
     pub threshold: f64,
-    /// Rows worse by more than it.
+    /// Rows worse by more than it, and yes/no rows worse at all.
     pub regressions: Vec<Regression>,
 }
 
-/// A row that got worse by more than the threshold.
+/// A row that got worse by more than the threshold, or a yes/no row that got worse at all.
 #[derive(Debug, Clone, Serialize)]
 pub struct Regression {
     /// Row id.
@@ -325,7 +325,10 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
                     let out = build_row(r, [before, after], &ctx, operator, opts, &mut warnings);
                     count(&mut counts, &out);
                     if let (Some(gate), Some(c)) = (opts.gate, &out.change) {
-                        if c.worse_by.is_some_and(|w| w > gate) {
+                        // A lost yes (a yes/no row getting worse) is a regression at
+                        // any threshold: the gate must not let a lost property through.
+                        let lost_yes = r.display == Display::YesNo && c.verdict == Verdict::Worse;
+                        if lost_yes || c.worse_by.is_some_and(|w| w > gate) {
                             regressions.push(Regression {
                                 row: r.id,
                                 title: r.title,
@@ -407,12 +410,19 @@ fn side_info(side: &Side, ctx: &Context) -> SideInfo {
 enum Got {
     Nums(Vec<f64>),
     Texts(Vec<String>),
+    /// A counter's increase over the side, and how many observations held the counter.
+    Increase(f64, usize),
     Nothing,
 }
 
 /// The row's values on one side, and how many drill or probe results gave none (a drill
 /// that never recovered has no recovery time).
 fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
+    if let (Summary::Increase, Measure::Value { sel, .. }) = (row.summary, &row.measure) {
+        let got = eval::increase(sel, ctx, side, side.noun != "points")
+            .map_or(Got::Nothing, |(total, n)| Got::Increase(total, n));
+        return (got, 0);
+    }
     let mut nums = Vec::new();
     let mut texts = Vec::new();
     let mut without = 0;
@@ -711,6 +721,26 @@ fn measured_cell(row: &Row, side: &Side, got: Got) -> Built {
                 }),
             )
         }
+        Got::Increase(total, n) => (
+            Cell::Measured(Measured {
+                n,
+                value: json_num(total),
+                p95: None,
+                min: None,
+                max: None,
+                agree: None,
+                without: None,
+                display: format::value(row.display, total),
+                spread: format!("increase over {n} {}", noun(row, side, n)),
+            }),
+            Some(Num {
+                point: Point {
+                    v: total,
+                    bound: None,
+                },
+                range: None,
+            }),
+        ),
         Got::Nothing => (Cell::NotMeasured { why: String::new() }, None),
     }
 }
@@ -1023,14 +1053,21 @@ fn describe(m: &Measure) -> String {
             let (p, r) = (describe_sel(part, None), describe_sel(rest, None));
             format!("{p} / ({p} + {r})")
         }
-        Measure::Fraction { sel, test } => format!(
-            "share of {} series {}",
-            describe_sel(sel, None),
-            match test {
+        Measure::Fraction { sel, test, over } => {
+            let t = match test {
                 Test::Below(x) => format!("below {x}"),
                 Test::Equals(x) => format!("equal to {x}"),
+            };
+            match over {
+                None => format!("share of {} series {t}", describe_sel(sel, None)),
+                Some((each, on)) => format!(
+                    "share of {} series whose {} paired on ({}) is {t} (none: not)",
+                    describe_sel(each, None),
+                    describe_sel(sel, None),
+                    on.join(", ")
+                ),
             }
-        ),
+        }
         Measure::Coverage {
             sel,
             label,
@@ -1056,7 +1093,13 @@ fn how(row: &Row) -> String {
         s.push(' ');
     }
     if !matches!(row.measure, Measure::OperatorOnly) {
-        s.push_str(&format!("Per {}: {}", per(row), describe(&row.measure)));
+        match (row.summary, &row.measure) {
+            (Summary::Increase, Measure::Value { sel, .. }) => s.push_str(&format!(
+                "Per side: the increase of {}",
+                describe_sel(sel, None)
+            )),
+            _ => s.push_str(&format!("Per {}: {}", per(row), describe(&row.measure))),
+        }
         if let Some(z) = row.zero_when {
             s.push_str(&format!("; 0 where {z} is present but that is not"));
         }

@@ -4,7 +4,10 @@
 //! (`modules/monitoring/README.md`): `before` is a plain Debian host (system collector only,
 //! the gpu collector down); `after` is the NixOS host with every collector, rollback drills,
 //! safe switches, ZFS drills and network benches; `candidate` is that host one release
-//! later with some rows worse; `edge` holds broken and empty inputs.
+//! later with some rows worse (a WireGuard peer that never shook hands, the firewall's
+//! default deny lost); `edge` holds broken and empty inputs. The regression pair reversed
+//! (`improvement`) shows the same rows getting better, and a side against itself every row
+//! unchanged, so every wording is seen better, worse and unchanged.
 //!
 //! `LABNODE_BLESS=1 cargo test -p labnode-report --test golden` rewrites the golden files;
 //! read the diff before committing it.
@@ -82,6 +85,39 @@ fn regression() -> Report {
     )
 }
 
+/// The regression pair reversed: the same rows getting better, in every wording.
+fn improvement() -> Report {
+    report(
+        &["tests/fixtures/candidate"],
+        &["tests/fixtures/after"],
+        None,
+        Options {
+            gate: Some(0.2),
+            title: Some("c220g5: release 42 against release 43".into()),
+            ..Options::default()
+        },
+    )
+}
+
+/// One side against itself: every row it measures unchanged.
+fn identical() -> Report {
+    report(
+        &["tests/fixtures/after"],
+        &["tests/fixtures/after"],
+        None,
+        Options::default(),
+    )
+}
+
+fn change_of<'a>(r: &'a Report, id: &str) -> &'a labnode_report::report::Change {
+    r.groups
+        .iter()
+        .flat_map(|g| &g.rows)
+        .find(|row| row.id == id)
+        .and_then(|row| row.change.as_ref())
+        .unwrap_or_else(|| panic!("{id}: no change"))
+}
+
 #[test]
 fn debian_to_nixos_markdown_and_json() {
     let r = debian_to_nixos();
@@ -104,7 +140,9 @@ fn regression_markdown_and_json() {
             "rpo",
             "net_deployed",
             "net_rtt_loaded",
-            "net_cpu_per_gbit"
+            "net_cpu_per_gbit",
+            "wireguard_up",
+            "firewall_default_deny"
         ]
     );
     // The operator value for a measured row is not used, and says so.
@@ -118,21 +156,73 @@ fn regression_markdown_and_json() {
 }
 
 #[test]
+fn improvement_markdown_and_the_better_wordings() {
+    let r = improvement();
+    golden("improvement.md", &render(Format::Md, &r));
+    assert!(r.gate.as_ref().is_some_and(|g| g.regressions.is_empty()));
+    // Lower is better, improving, in each wording such rows use.
+    for (id, want) in [
+        ("rollback_time", "1.6x faster"),
+        ("net_rtt_loaded", "1.3x lower"),
+        ("net_cpu_per_gbit", "-25%"),
+        ("net_wireguard_cost", "-7.3 pp"),
+        ("rpo", "3.31 h → 21.7 min"),
+        ("firewall_default_deny", "no → yes"),
+        ("wireguard_up", "+33 pp"),
+    ] {
+        let c = change_of(&r, id);
+        assert_eq!(
+            (c.verdict, c.text.as_str()),
+            (Verdict::Better, want),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn a_lost_yes_is_a_regression_at_any_threshold() {
+    let c = change_of(&regression(), "firewall_default_deny").clone();
+    assert_eq!((c.verdict, c.text.as_str()), (Verdict::Worse, "yes → no"));
+    // Even with a threshold above the 100% a yes -> no amounts to.
+    let r = report(
+        &["tests/fixtures/after"],
+        &["tests/fixtures/candidate"],
+        None,
+        Options {
+            gate: Some(1.5),
+            ..Options::default()
+        },
+    );
+    let rows: Vec<&str> = r
+        .gate
+        .as_ref()
+        .expect("gate")
+        .regressions
+        .iter()
+        .map(|x| x.row)
+        .collect();
+    assert_eq!(rows, ["rpo", "firewall_default_deny"]);
+}
+
+#[test]
 fn every_direction_and_wording_is_covered() {
     let mut seen_wording = BTreeSet::new();
     let mut seen_verdict = BTreeSet::new();
     let mut seen_direction = BTreeSet::new();
-    for r in [debian_to_nixos(), regression()] {
+    let mut seen_wording_verdict = BTreeSet::new();
+    for r in [debian_to_nixos(), regression(), improvement(), identical()] {
         for row in r.groups.iter().flat_map(|g| &g.rows) {
             let Some(c) = &row.change else { continue };
             let cat = catalog::find(row.id).expect("catalog row");
-            seen_wording.insert(match cat.wording {
+            let wording = match cat.wording {
                 Wording::Factor { .. } => "factor",
                 Wording::Percent => "percent",
                 Wording::FromTo => "from-to",
                 Wording::Points => "points",
                 Wording::State => "state",
-            });
+            };
+            seen_wording.insert(wording);
+            seen_wording_verdict.insert(format!("{wording}/{:?}", c.verdict));
             seen_verdict.insert(format!("{:?}", c.verdict));
             seen_direction.insert(format!("{:?}/{:?}", cat.direction, c.verdict));
         }
@@ -150,11 +240,23 @@ fn every_direction_and_wording_is_covered() {
     ] {
         assert!(seen_verdict.contains(&format!("{v:?}")), "{v:?} never seen");
     }
+    // Every wording getting better, worse and not changing: each can say "unchanged".
+    for w in ["factor", "from-to", "percent", "points", "state"] {
+        for v in [Verdict::Better, Verdict::Worse, Verdict::Unchanged] {
+            let wv = format!("{w}/{v:?}");
+            assert!(
+                seen_wording_verdict.contains(&wv),
+                "{wv} never seen: {seen_wording_verdict:?}"
+            );
+        }
+    }
     for d in [
         "HigherIsBetter/Better",
         "HigherIsBetter/Worse",
+        "HigherIsBetter/Unchanged",
         "LowerIsBetter/Better",
         "LowerIsBetter/Worse",
+        "LowerIsBetter/Unchanged",
         "Neutral/Changed",
         "Neutral/Unchanged",
     ] {
