@@ -32,6 +32,7 @@ fn start_with(allow: &str, quic_ports: Option<(u16, u16)>) -> (SocketAddr, Strin
         max_streams: 4,
         identity,
         quic_ports,
+        drain: Duration::from_secs(1),
     });
     std::thread::spawn(move || server.run(l));
     (addr, fp)
