@@ -702,20 +702,31 @@ impl Server {
                     Err(e) => return tracing::warn!("QUIC runtime: {e}"),
                 };
                 let result = rt.block_on(async move {
-                    tokio::time::timeout_at(deadline, quic_receive(sock, cfg, peer, id, streams))
-                        .await
+                    let ep = quinn::Endpoint::new(
+                        quinn::EndpointConfig::default(),
+                        Some(cfg),
+                        sock,
+                        Arc::new(quinn::TokioRuntime),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let r = tokio::time::timeout_at(deadline, quic_receive(&ep, peer, id, streams))
+                        .await;
+                    if r.is_err() {
+                        // Tell the client, rather than leave it to its idle timeout.
+                        ep.close(2u32.into(), b"the test's deadline passed");
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(500), ep.wait_idle()).await;
+                    }
+                    r.map_err(|_| "still open at the deadline; closed".to_owned())?
                 });
                 // The endpoint and its socket go with the runtime, before the place is freed.
                 drop(rt);
                 match result {
-                    Ok(Ok(mut d)) => {
+                    Ok(mut d) => {
                         d.cpu = sys::thread_cpu().saturating_sub(cpu0);
                         let _ = tx.send(d);
                     }
-                    Ok(Err(e)) => tracing::warn!("QUIC test from {peer}: {e}"),
-                    Err(_) => {
-                        tracing::warn!("QUIC test from {peer}: still open at the deadline; closed")
-                    }
+                    Err(e) => tracing::warn!("QUIC test from {peer}: {e}"),
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -724,19 +735,11 @@ impl Server {
 }
 
 async fn quic_receive(
-    sock: UdpSocket,
-    cfg: quinn::ServerConfig,
+    ep: &quinn::Endpoint,
     peer: IpAddr,
     id: String,
     streams: u32,
 ) -> Result<StreamDone, String> {
-    let ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(cfg),
-        sock,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| e.to_string())?;
     let conn = loop {
         let incoming = ep.accept().await.ok_or("the endpoint closed")?;
         if canonical(incoming.remote_address().ip()) != peer {

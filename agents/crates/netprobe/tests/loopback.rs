@@ -396,28 +396,37 @@ fn a_connection_that_sends_nothing_is_dropped_after_the_hello_timeout() {
     assert!(rest.is_empty(), "closed after the refusal");
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A QUIC connection from `src` to the test endpoint on 127.0.0.1:`port` (call inside a
+/// runtime; keep the endpoint while the connection is used).
+fn quic_connect(src: Ipv4Addr, port: u16, fp: &str) -> (quinn::Endpoint, quinn::Connecting) {
+    let mut ep = quinn::Endpoint::client(SocketAddr::new(IpAddr::V4(src), 0)).expect("endpoint");
+    ep.set_default_client_config(
+        labnode_netprobe::quic::client_config(fp, "cubic", 1).expect("config"),
+    );
+    let connecting = ep
+        .connect(
+            SocketAddr::new(IpAddr::V4(HOME), port),
+            labnode_netprobe::quic::SERVER_NAME,
+        )
+        .expect("connect");
+    (ep, connecting)
+}
+
 #[test]
 fn a_quic_endpoint_refuses_other_client_addresses() {
     let (addr, fp) = serve("127.0.0.0/8", 1, 5.0);
     let (_ctl, r) = ask(HOME, addr, "quic", 1, 1000);
     let (_, port) = accepted(r);
     let port = port.expect("a QUIC port");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let e = rt.block_on(async {
-        let mut ep =
-            quinn::Endpoint::client(SocketAddr::new(IpAddr::V4(OTHER), 0)).expect("endpoint");
-        ep.set_default_client_config(
-            labnode_netprobe::quic::client_config(&fp, "cubic", 1).expect("config"),
-        );
-        let connecting = ep
-            .connect(
-                SocketAddr::new(IpAddr::V4(HOME), port),
-                labnode_netprobe::quic::SERVER_NAME,
-            )
-            .expect("connect");
+    let e = runtime().block_on(async {
+        let (_ep, connecting) = quic_connect(OTHER, port, &fp);
         tokio::time::timeout(Duration::from_secs(5), connecting)
             .await
             .expect("an answer within 5 s")
@@ -487,4 +496,47 @@ fn a_flood_from_outside_the_allowlist_does_not_starve_allowed_clients() {
         served, 10,
         "allowed requests served during a flood of {flooded}"
     );
+}
+
+#[test]
+fn a_quic_test_sent_past_its_deadline_is_closed_and_holds_its_place_until_then() {
+    let (addr, fp) = serve("127.0.0.0/8", 1, 2.0);
+    let (mut ctl, r) = ask(HOME, addr, "quic", 1, 1000);
+    let (id, port) = accepted(r);
+    let port = port.expect("a QUIC port");
+    let t0 = Instant::now();
+    // A client that keeps sending past its duration.
+    let sender = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let (_ep, connecting) = quic_connect(HOME, port, &fp);
+            let conn = connecting.await.expect("handshake");
+            let (mut ctl, _r) = conn.open_bi().await.expect("control stream");
+            ctl.write_all(format!("{id}\n").as_bytes())
+                .await
+                .expect("test id");
+            let mut s = conn.open_uni().await.expect("stream");
+            let buf = vec![0u8; 64 * 1024];
+            while t0.elapsed() < Duration::from_secs(10) {
+                if s.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+            t0.elapsed()
+        })
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    assert!(
+        matches!(&r, Reply::Refused { error } if error.starts_with("busy:")),
+        "a second test while the QUIC test overruns: {r:?}"
+    );
+    let cut = sender.join().expect("sender");
+    assert!(
+        cut >= Duration::from_millis(1700) && cut <= Duration::from_millis(3500),
+        "the QUIC connection was closed after {cut:?}, want about 2 s (duration + drain)"
+    );
+    assert_eq!(ctl.refused(), "only 0 of 1 streams finished in time");
+    std::thread::sleep(Duration::from_millis(200));
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    accepted(r);
 }
