@@ -18,6 +18,17 @@
   yaml = pkgs.formats.yaml {};
   enabled = lib.filterAttrs (_: c: c.enable) cfg.collectors;
   labnode = lib.getExe cfg.package;
+  # The WireGuard interface when labnode.wireguard is imported and on (the probe's firewall
+  # openings go there only), else null.
+  wgInterface =
+    if config.labnode.wireguard.enable or false
+    then config.labnode.wireguard.interface
+    else null;
+  # Whether netServe.listen's host is a wildcard address (every interface).
+  netServeWildcard = let
+    host = lib.removeSuffix "]" (lib.removePrefix "[" (lib.concatStringsSep ":" (lib.init (lib.splitString ":" cfg.netServe.listen))));
+  in
+    lib.elem host ["" "0.0.0.0" "::" "0:0:0:0:0:0:0:0" "*"];
 
   rawConfig = yaml.generate "labnode-unchecked.yaml" ({
       snapshot_dir = cfg.snapshotDir;
@@ -247,7 +258,12 @@ in {
         type = lib.types.str;
         default = "127.0.0.1:9471";
         example = "10.77.0.1:9471";
-        description = "Address and port `labnode net serve` binds (TCP and UDP for QUIC).";
+        description = "Address and port `labnode net serve` binds (TCP and UDP for QUIC): 127.0.0.1 or the WireGuard address; a wildcard address needs `allowWildcardListen`.";
+      };
+      allowWildcardListen = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        description = "Whether `listen` may be a wildcard address (0.0.0.0 or ::), which binds every interface; off, evaluation fails on one.";
       };
       allow = lib.mkOption {
         type = lib.types.listOf lib.types.str;
@@ -275,7 +291,7 @@ in {
       openFirewall = lib.mkOption {
         type = lib.types.bool;
         default = false;
-        description = "Whether to open the probe's TCP port and its QUIC UDP port range in the firewall.";
+        description = "Whether to open the probe's TCP port and its QUIC UDP port range in the firewall, on the WireGuard interface (`labnode.wireguard.interface`) only; needs `labnode.wireguard.enable`.";
       };
     };
 
@@ -298,6 +314,14 @@ in {
         # net serve runs at most 2 tests at once, each on its own UDP port.
         assertion = cfg.netServe.enable -> cfg.netServe.quicPorts.to - cfg.netServe.quicPorts.from >= 1;
         message = "labnode.agents.netServe.quicPorts must hold at least 2 ports (from < to).";
+      }
+      {
+        assertion = cfg.netServe.enable -> (cfg.netServe.allowWildcardListen || !netServeWildcard);
+        message = "labnode.agents.netServe.listen = ${cfg.netServe.listen} binds every interface; use 127.0.0.1 or the WireGuard address, or set allowWildcardListen.";
+      }
+      {
+        assertion = cfg.netServe.enable && cfg.netServe.openFirewall -> wgInterface != null;
+        message = "labnode.agents.netServe.openFirewall opens the probe's ports on the WireGuard interface only: enable labnode.wireguard (modules/wireguard.nix).";
       }
     ];
 
@@ -392,6 +416,10 @@ in {
             hardening
             // {
               LoadCredential = ["token:${toString cfg.netServe.tokenFile}"];
+              # The QUIC certificate, so its fingerprint (what clients pin) survives restarts:
+              # sha256sum /var/lib/labnode-net-serve/cert.der, or the unit's "fingerprint" line.
+              StateDirectory = "labnode-net-serve";
+              StateDirectoryMode = "0700";
               ExecStart = lib.escapeShellArgs [
                 labnode
                 "net"
@@ -402,6 +430,8 @@ in {
                 (lib.concatStringsSep "," cfg.netServe.allow)
                 "--token-file"
                 "%d/token"
+                "--identity"
+                "%S/labnode-net-serve"
                 "--quic-ports"
                 "${toString cfg.netServe.quicPorts.from}-${toString cfg.netServe.quicPorts.to}"
               ];
@@ -423,11 +453,12 @@ in {
       };
     };
 
-    networking.firewall = lib.mkIf (cfg.netServe.enable && cfg.netServe.openFirewall) (let
-      port = lib.toInt (lib.last (lib.splitString ":" cfg.netServe.listen));
-    in {
-      allowedTCPPorts = [port];
-      allowedUDPPortRanges = [{inherit (cfg.netServe.quicPorts) from to;}];
-    });
+    # Only on the WireGuard interface: nothing opens to the world but SSH and WireGuard.
+    networking.firewall.interfaces = lib.mkIf (cfg.netServe.enable && cfg.netServe.openFirewall && wgInterface != null) {
+      ${wgInterface} = {
+        allowedTCPPorts = [(lib.toInt (lib.last (lib.splitString ":" cfg.netServe.listen)))];
+        allowedUDPPortRanges = [{inherit (cfg.netServe.quicPorts) from to;}];
+      };
+    };
   };
 }

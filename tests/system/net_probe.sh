@@ -5,7 +5,8 @@
 #     goodput is within the shaped rate and plausible, the snapshot holds the record;
 #  2. refusals: a wrong token, a client outside the allowlist, a malformed request, a test
 #     over the duration cap, while an idle connection is held open: each is refused with
-#     its reason and the server still serves a good client afterwards;
+#     its reason; a flood from outside the allowlist leaves every request of a good client
+#     served, and the server still serves a good client afterwards;
 #  3. a WAN-like path (TUN relay: 40 ms RTT, 0.5% loss, 100 Mbit/s): RTT under load is at
 #     least the added delay, and BBR beats CUBIC.
 . "$(dirname "$0")/../lib/common.sh"
@@ -76,6 +77,19 @@ jq -e '.type == "refused" and (.error | startswith("malformed request"))' <<<"$m
 note "malformed request: $(jq -r .error <<<"$malformed" | cut -c1-90)"
 refused "a bad argument" 2 "needs --fingerprint" \
   in_a "$LABNODE_BIN" net bench --peer "$ADDRB:9470" --token-file "$T/token" --quic cubic
+# A flood from outside the allowlist (the server's own namespace): turned away at accept, it
+# takes no thread or place, and every request of the allowed client is served meanwhile.
+in_b bash -c "end=\$((SECONDS + 10)); n=0; while [ \$SECONDS -lt \$end ]; do (exec 4<>/dev/tcp/$ADDRB/9470 && printf 'x\n' >&4) 2>/dev/null; n=\$((n + 1)); done; echo \$n >$T/flood.n" &
+flood=$!
+_pids+=("$flood")
+sleep 0.5
+for i in 1 2 3 4 5; do
+  in_a "$LABNODE_BIN" net bench --peer "$ADDRB:9470" --token-file "$T/token" --duration 0.5 --tcp cubic \
+    --out "$T/snaps" >"$T/flood.out" 2>&1 || fail "request $i during a flood from outside the allowlist: $(cat "$T/flood.out")"
+done
+wait "$flood" || true
+[ "$(cat "$T/flood.n" 2>/dev/null || echo 0)" -gt 100 ] || fail "the flood made only $(cat "$T/flood.n" 2>/dev/null) connections"
+note "a flood of $(cat "$T/flood.n") connections from outside the allowlist: 5 of 5 requests served meanwhile"
 kill -0 "$server_pid" || fail "the server died"
 in_a "$LABNODE_BIN" net bench --peer "$ADDRB:9470" --token-file "$T/token" --duration 1 --tcp bbr --json \
   --out "$T/snaps" >"$T/bench.json" 2>"$T/bench.err" || fail "a good client after the refusals: $(cat "$T/bench.err")"

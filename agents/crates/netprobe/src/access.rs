@@ -1,4 +1,5 @@
-//! Who may run a test: a shared token (compared in constant time) and a client allowlist.
+//! Who may run a test: a shared token, proven by HMAC-SHA256 over a server nonce (never
+//! sent), and a client allowlist.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -43,22 +44,44 @@ impl Token {
         Token(bytes.to_vec())
     }
 
-    /// The token as text (the wire carries it in JSON).
-    pub fn as_str(&self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
+    fn key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0)
     }
 
-    /// Whether `given` is this token. Both sides are hashed first, so the comparison takes
-    /// the same time whatever the length or content of `given`.
-    pub fn matches(&self, given: &[u8]) -> bool {
-        let a = ring::digest::digest(&ring::digest::SHA256, &self.0);
-        let b = ring::digest::digest(&ring::digest::SHA256, given);
-        a.as_ref()
+    /// HMAC-SHA256 under this token of `nonce || message`, lowercase hex: a client's answer
+    /// to the server's challenge, so the token itself never crosses the network.
+    pub fn sign(&self, nonce: &[u8], message: &[u8]) -> String {
+        let mut ctx = ring::hmac::Context::with_key(&self.key());
+        ctx.update(nonce);
+        ctx.update(message);
+        ctx.sign()
+            .as_ref()
             .iter()
-            .zip(b.as_ref())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
+
+    /// Whether `mac` (hex) is [`Token::sign`] of `nonce || message`, compared in constant
+    /// time (ring's `hmac::verify`).
+    pub fn verify(&self, nonce: &[u8], message: &[u8], mac: &str) -> bool {
+        let Some(tag) = unhex(mac) else {
+            return false;
+        };
+        let mut data = Vec::with_capacity(nonce.len() + message.len());
+        data.extend_from_slice(nonce);
+        data.extend_from_slice(message);
+        ring::hmac::verify(&self.key(), &data, &tag).is_ok()
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// An address range: `10.0.0.0/8`, `fd00::/8`, or one address.
@@ -179,10 +202,15 @@ mod tests {
     #[test]
     fn tokens() {
         let t = Token::new(b"0123456789abcdef");
-        assert!(t.matches(b"0123456789abcdef"));
-        assert!(!t.matches(b"0123456789abcdeF"));
-        assert!(!t.matches(b""));
-        assert!(!t.matches(b"0123456789abcdef0"));
+        let mac = t.sign(b"nonce", b"request");
+        assert_eq!(mac.len(), 64);
+        assert!(t.verify(b"nonce", b"request", &mac));
+        assert!(!t.verify(b"nonce2", b"request", &mac), "another nonce");
+        assert!(!t.verify(b"nonce", b"request2", &mac), "another request");
+        assert!(!Token::new(b"0123456789abcdeF").verify(b"nonce", b"request", &mac));
+        assert!(!t.verify(b"nonce", b"request", &mac[..62]));
+        assert!(!t.verify(b"nonce", b"request", ""));
+        assert!(!t.verify(b"nonce", b"request", "zz"));
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join("token");
         std::fs::write(&p, "short\n").expect("write");
@@ -192,11 +220,8 @@ mod tests {
                 .contains("at least 16")
         );
         std::fs::write(&p, "0123456789abcdef\n").expect("write");
-        assert!(
-            Token::from_file(&p)
-                .expect("ok")
-                .matches(b"0123456789abcdef")
-        );
+        let read = Token::from_file(&p).expect("ok");
+        assert!(read.verify(b"n", b"m", &t.sign(b"n", b"m")));
         assert!(
             Token::from_file(&d.path().join("nope"))
                 .expect_err("missing")

@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Clients allowed to run tests: addresses or CIDR ranges, comma-separated, repeatable.
     #[arg(long, value_name = "CIDR[,CIDR...]", required = true)]
     pub allow: Vec<String>,
-    /// The longest test accepted, in seconds.
+    /// The longest test accepted, in seconds (above 0, at most 3600).
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub max_duration: f64,
     /// Tests that may run at once; more are refused as busy.
@@ -107,7 +107,7 @@ pub struct BenchArgs {
     /// Parallel streams (TCP connections, or QUIC streams on one connection).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub streams: u32,
-    /// Seconds each test sends for.
+    /// Seconds each test sends for (above 0, at most 3600).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub duration: f64,
     /// The server certificate's SHA-256 fingerprint, as `net serve` printed it.
@@ -164,7 +164,9 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     let token = Token::from_file(&a.token_file).map_err(usage)?;
     let allow = access::parse_allowlist(&a.allow).map_err(usage)?;
     if !(a.max_duration > 0.0 && a.max_duration <= 3600.0) {
-        return Err(usage("--max-duration: give 0 to 3600 seconds"));
+        return Err(usage(
+            "--max-duration: give more than 0 and at most 3600 seconds",
+        ));
     }
     if a.max_tests == 0 || a.max_streams == 0 || a.max_streams > 128 {
         return Err(usage(
@@ -216,6 +218,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         max_streams: a.max_streams,
         identity,
         quic_ports: a.quic_ports,
+        drain: crate::server::DRAIN,
     });
     server
         .run(listener)
@@ -296,7 +299,9 @@ fn bench(a: BenchArgs, default_dir: PathBuf) -> Result<(), CliError> {
     })?;
     let token = Token::from_file(&a.token_file).map_err(usage)?;
     if !(a.duration > 0.0 && a.duration <= 3600.0) {
-        return Err(usage("--duration: give 0 to 3600 seconds"));
+        return Err(usage(
+            "--duration: give more than 0 and at most 3600 seconds",
+        ));
     }
     if a.streams == 0 || a.streams > 128 {
         return Err(usage("--streams: give 1 to 128"));

@@ -78,30 +78,50 @@ fn open_control(plan: &Plan, protocol: &str, congestion: &str) -> Result<Control
         .map_err(|e| failed(&what)(e.to_string()))?;
     let hello = Hello::Test {
         version: wire::PROTOCOL.into(),
-        token: plan.token.as_str(),
         protocol: protocol.into(),
         congestion: congestion.into(),
         streams: plan.streams,
         duration_ms: u64::try_from(plan.duration.as_millis()).unwrap_or(u64::MAX),
     };
-    wire::write_msg(&mut conn, &hello).map_err(|e| failed(&what)(e.to_string()))?;
+    let request = serde_json::to_string(&hello).map_err(|e| failed(&what)(e.to_string()))?;
+    conn.write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| failed(&what)(e.to_string()))?;
     let mut reader = BufReader::new(conn.try_clone().map_err(|e| failed(&what)(e.to_string()))?);
-    let line = wire::read_line(&mut reader)
-        .map_err(|e| failed(format!("waiting for {}'s answer", plan.peer))(e.to_string()))?;
-    match serde_json::from_str::<Reply>(&line) {
-        Ok(Reply::Accepted { test_id, quic_port }) => Ok(Control {
+    let nonce = match read_reply(&mut reader, plan)? {
+        Reply::Challenge { nonce } => nonce,
+        other => {
+            return Err(failed("the server's answer")(format!(
+                "unexpected {other:?}"
+            )));
+        }
+    };
+    let auth = Hello::Auth {
+        mac: plan.token.sign(nonce.as_bytes(), request.as_bytes()),
+    };
+    wire::write_msg(&mut conn, &auth).map_err(|e| failed(&what)(e.to_string()))?;
+    match read_reply(&mut reader, plan)? {
+        Reply::Accepted { test_id, quic_port } => Ok(Control {
             conn,
             reader,
             test_id,
             quic_port,
         }),
+        other => Err(failed("the server's answer")(format!(
+            "unexpected {other:?}"
+        ))),
+    }
+}
+
+/// The server's next line; a refusal is an error.
+fn read_reply(reader: &mut BufReader<TcpStream>, plan: &Plan) -> Result<Reply, BenchError> {
+    let line = wire::read_line(reader)
+        .map_err(|e| failed(format!("waiting for {}'s answer", plan.peer))(e.to_string()))?;
+    match serde_json::from_str::<Reply>(&line) {
         Ok(Reply::Refused { error }) => Err(BenchError::Refused {
             peer: plan.peer,
             why: error,
         }),
-        Ok(other) => Err(failed("the server's answer")(format!(
-            "unexpected {other:?}"
-        ))),
+        Ok(r) => Ok(r),
         Err(e) => Err(failed("the server's answer")(format!("{e}: {line:?}"))),
     }
 }

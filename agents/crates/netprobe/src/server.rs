@@ -1,16 +1,20 @@
-//! `labnode net serve`: receives tests from allowed clients with the token, one at a time
-//! per client connection, at most `max_tests` at once, each at most `max_duration` long.
+//! `labnode net serve`: receives tests from allowed clients that prove the token, one at a
+//! time per client connection, at most `max_tests` at once, each at most `max_duration` long.
 //!
-//! Every connection gets its own thread, so one slow or hostile client cannot stall the
-//! others; a connection that does not send its request within [`HELLO_TIMEOUT`] is dropped.
-//! TCP data streams arrive on the listening port; a QUIC test gets its own endpoint on an
-//! ephemeral UDP port of the listening address, which only the client that asked for the
-//! test may use.
+//! A connection from outside the allowlist is closed right after `accept`, before it costs
+//! a thread or counts against any cap. Every other connection gets its own thread, so one
+//! slow client cannot stall the others; each source address may have at most a few
+//! connections that have not sent their request yet, and one that does not send it within
+//! [`HELLO_TIMEOUT`] is dropped. A test holds its place among the `max_tests` until its
+//! control connection and every data stream it claimed have ended, and no later than its
+//! deadline: accepted + duration + drain, when its data streams are closed.
+//! TCP data streams arrive on the listening port; a QUIC test gets its own endpoint on a
+//! UDP port of the listening address, which only the client that asked for the test may use.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -19,10 +23,13 @@ use crate::quic::{self, Identity};
 use crate::sys;
 use crate::wire::{self, Hello, Reply};
 
-/// How long a new connection has to send its first line.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Extra time after the test's duration for the data to drain.
-const DRAIN: Duration = Duration::from_secs(20);
+/// How long a new connection has to send its request (and a test's, its answer to the
+/// challenge).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default time after a test's duration for its data to drain; the stream is closed then.
+pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long the control connection waits for the data streams' figures after the deadline.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// Server settings.
 #[derive(Debug)]
@@ -44,6 +51,8 @@ pub struct Settings {
     /// UDP ports QUIC tests may use (inclusive), so a firewall can open exactly these;
     /// `None`: any ephemeral port.
     pub quic_ports: Option<(u16, u16)>,
+    /// Time after a test's duration before its data streams are closed ([`DRAIN`]).
+    pub drain: Duration,
 }
 
 /// A UDP socket on `ip` for one QUIC test: the first free port of `range`, or an ephemeral
@@ -94,33 +103,88 @@ impl StreamDone {
 struct Slot {
     peer: IpAddr,
     streams: u32,
-    claimed: Mutex<Vec<bool>>,
+    /// Accepted + duration + drain: data streams are closed then.
+    deadline: Instant,
+    state: Mutex<SlotState>,
     done: mpsc::Sender<StreamDone>,
+}
+
+struct SlotState {
+    claimed: Vec<bool>,
+    /// The control connection, data streams and QUIC endpoint still running.
+    holders: usize,
+    /// The control connection ended: no stream may join.
+    closed: bool,
+}
+
+type Tests = Arc<Mutex<HashMap<String, Arc<Slot>>>>;
+
+/// One holder of a test's place; the test leaves the table when the last one is dropped.
+struct Hold {
+    tests: Tests,
+    id: String,
+    slot: Arc<Slot>,
+    control: bool,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut tests = self.tests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.holders = st.holders.saturating_sub(1);
+        st.closed |= self.control;
+        if st.holders == 0 {
+            tests.remove(&self.id);
+        }
+    }
+}
+
+/// Connections from one address that have not sent their request yet.
+struct Pending {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, cap: usize) -> Option<Self> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Pending {
+            map: Arc::clone(map),
+            ip,
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A running server.
 pub struct Server {
     settings: Settings,
-    tests: Mutex<HashMap<String, Arc<Slot>>>,
+    tests: Tests,
+    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
     connections: AtomicUsize,
+    started: Instant,
+    /// Second (since `started`) of the last turned-away warning, so a flood logs little.
+    last_warning: AtomicU64,
 }
 
-/// Removes a test from the table when its control connection ends, however it ends.
-struct Registered<'a> {
-    server: &'a Server,
-    id: String,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.server
-            .tests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
-
+/// Refuses an allowlisted peer: the reason, then a short drain so closing does not reset
+/// the connection before the client has read why.
 fn refuse(conn: &mut TcpStream, peer: SocketAddr, why: &str) {
     tracing::warn!("refused {peer}: {why}");
     let _ = wire::write_msg(
@@ -129,10 +193,8 @@ fn refuse(conn: &mut TcpStream, peer: SocketAddr, why: &str) {
             error: why.to_owned(),
         },
     );
-    // Drain what the client sent, so closing does not reset the connection before the
-    // client has read why.
     let _ = conn.shutdown(std::net::Shutdown::Write);
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(250)));
     let mut sink = [0u8; 4096];
     let mut left = 64 * 1024;
     while left > 0 {
@@ -143,22 +205,33 @@ fn refuse(conn: &mut TcpStream, peer: SocketAddr, why: &str) {
     }
 }
 
-fn random_id() -> String {
+fn random_hex() -> Option<String> {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 16];
     // SystemRandom reads getrandom(2); it fails only without a kernel entropy source.
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        b = t.to_ne_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ring::rand::SystemRandom::new().fill(&mut b).ok()?;
+    Some(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 fn valid_congestion(s: &str) -> bool {
     (1..16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The request line parsed; a test request of another protocol version is named as such
+/// (its fields may differ, so this is checked before the strict parse).
+fn parse_request(line: &str) -> Result<Hello, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("malformed request: {e}"))?;
+    if v.get("type").and_then(|t| t.as_str()) == Some("test") {
+        let version = v.get("version").and_then(|x| x.as_str()).unwrap_or("");
+        if version != wire::PROTOCOL {
+            return Err(format!(
+                "protocol {version:?} is not {:?}; use the same labnode version on both ends",
+                wire::PROTOCOL
+            ));
+        }
+    }
+    serde_json::from_value(v).map_err(|e| format!("malformed request: {e}"))
 }
 
 impl Server {
@@ -166,13 +239,47 @@ impl Server {
     pub fn new(settings: Settings) -> Arc<Self> {
         Arc::new(Server {
             settings,
-            tests: Mutex::new(HashMap::new()),
+            tests: Arc::new(Mutex::new(HashMap::new())),
+            pending: Arc::new(Mutex::new(HashMap::new())),
             connections: AtomicUsize::new(0),
+            started: Instant::now(),
+            last_warning: AtomicU64::new(u64::MAX),
         })
     }
 
     fn max_connections(&self) -> usize {
         self.settings.max_tests * (self.settings.max_streams as usize + 1) + 16
+    }
+
+    /// Connections one address may have open before sending its request: enough for one
+    /// test's control and data connections opened at once.
+    fn max_pending_per_ip(&self) -> usize {
+        self.settings.max_streams as usize + 2
+    }
+
+    /// Closes a connection at once: one refusal line if the socket takes it without
+    /// waiting, no drain, no thread. Warns at most once a second.
+    fn turn_away(&self, conn: TcpStream, peer: SocketAddr, why: &str) {
+        let now = self.started.elapsed().as_secs();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if last != now
+            && self
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!("turned away {peer}: {why} (further ones this second: debug log)");
+        } else {
+            tracing::debug!("turned away {peer}: {why}");
+        }
+        if conn.set_nonblocking(true).is_ok() {
+            if let Ok(mut line) = serde_json::to_vec(&Reply::Refused {
+                error: why.to_owned(),
+            }) {
+                line.push(b'\n');
+                let _ = (&conn).write(&line);
+            }
+        }
     }
 
     /// Accepts connections on `listener` until the process ends.
@@ -193,16 +300,33 @@ impl Server {
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => return Err(e),
             };
+            let ip = canonical(peer.ip());
+            if !self.settings.allow.iter().any(|c| c.contains(ip)) {
+                self.turn_away(
+                    conn,
+                    peer,
+                    &format!("{ip} is not in this server's allowlist"),
+                );
+                continue;
+            }
+            let Some(pending) = Pending::take(&self.pending, ip, self.max_pending_per_ip()) else {
+                self.turn_away(
+                    conn,
+                    peer,
+                    &format!("{ip} has too many connections that sent no request yet"),
+                );
+                continue;
+            };
             if self.connections.fetch_add(1, Ordering::SeqCst) >= self.max_connections() {
                 self.connections.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!("refused {peer}: too many connections");
-                continue; // dropped: closes the connection
+                self.turn_away(conn, peer, "busy: too many connections; try again later");
+                continue;
             }
             let me = Arc::clone(self);
             let spawned = std::thread::Builder::new()
                 .name("probe-conn".into())
                 .spawn(move || {
-                    me.handle(conn, peer);
+                    me.handle(conn, peer, pending);
                     me.connections.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
@@ -212,57 +336,93 @@ impl Server {
         }
     }
 
-    fn handle(&self, mut conn: TcpStream, peer: SocketAddr) {
+    fn handle(&self, mut conn: TcpStream, peer: SocketAddr, pending: Pending) {
         let ip = canonical(peer.ip());
         let _ = conn.set_read_timeout(Some(HELLO_TIMEOUT));
         let _ = conn.set_write_timeout(Some(HELLO_TIMEOUT));
-        if !self.settings.allow.iter().any(|c| c.contains(ip)) {
-            refuse(
-                &mut conn,
-                peer,
-                &format!("{ip} is not in this server's allowlist"),
-            );
-            return;
-        }
         let Ok(read_half) = conn.try_clone() else {
             return;
         };
         let mut r = BufReader::with_capacity(256 * 1024, read_half);
-        let hello = match wire::read_line(&mut r)
-            .map_err(|e| e.to_string())
-            .and_then(|l| serde_json::from_str::<Hello>(&l).map_err(|e| e.to_string()))
-        {
-            Ok(h) => h,
-            Err(e) => {
-                refuse(&mut conn, peer, &format!("malformed request: {e}"));
-                return;
+        let line = match wire::read_line(&mut r) {
+            Ok(l) => l,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let why = format!("no request within {} s", HELLO_TIMEOUT.as_secs_f64());
+                return refuse(&mut conn, peer, &why);
             }
+            Err(e) => return refuse(&mut conn, peer, &format!("malformed request: {e}")),
+        };
+        let hello = match parse_request(&line) {
+            Ok(h) => h,
+            Err(e) => return refuse(&mut conn, peer, &e),
         };
         match hello {
             Hello::Test {
-                version,
-                token,
+                version: _,
                 protocol,
                 congestion,
                 streams,
                 duration_ms,
             } => {
-                if version != wire::PROTOCOL {
-                    refuse(
-                        &mut conn,
-                        peer,
-                        &format!(
-                            "protocol {version:?} is not {:?}; use the same labnode version on both ends",
-                            wire::PROTOCOL
-                        ),
-                    );
-                } else if !self.settings.token.matches(token.as_bytes()) {
-                    refuse(&mut conn, peer, "wrong token");
+                if let Err(why) = self.authenticate(&mut conn, &mut r, &line) {
+                    return refuse(&mut conn, peer, &why);
+                }
+                drop(pending);
+                self.control(conn, peer, ip, &protocol, &congestion, streams, duration_ms);
+            }
+            Hello::Data { test_id, stream } => {
+                drop(pending);
+                self.data(conn, r, peer, ip, &test_id, stream);
+            }
+            Hello::Auth { .. } => refuse(
+                &mut conn,
+                peer,
+                "malformed request: an answer without a challenge",
+            ),
+        }
+    }
+
+    /// Sends a fresh nonce and checks the client's HMAC of it and of `request`.
+    fn authenticate(
+        &self,
+        conn: &mut TcpStream,
+        r: &mut BufReader<TcpStream>,
+        request: &str,
+    ) -> Result<(), String> {
+        let nonce = random_hex().ok_or("no random numbers for a challenge; try again")?;
+        wire::write_msg(
+            conn,
+            &Reply::Challenge {
+                nonce: nonce.clone(),
+            },
+        )
+        .map_err(|e| format!("sending the challenge: {e}"))?;
+        let line = wire::read_line(r).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                "no answer to the challenge within {} s",
+                HELLO_TIMEOUT.as_secs_f64()
+            ),
+            _ => format!("malformed answer: {e}"),
+        })?;
+        match serde_json::from_str::<Hello>(&line) {
+            Ok(Hello::Auth { mac }) => {
+                if self
+                    .settings
+                    .token
+                    .verify(nonce.as_bytes(), request.as_bytes(), &mac)
+                {
+                    Ok(())
                 } else {
-                    self.control(conn, peer, ip, &protocol, &congestion, streams, duration_ms);
+                    Err("wrong token".into())
                 }
             }
-            Hello::Data { test_id, stream } => self.data(conn, r, peer, ip, &test_id, stream),
+            Ok(_) => Err("malformed answer: expected the answer to the challenge".into()),
+            Err(e) => Err(format!("malformed answer: {e}")),
         }
     }
 
@@ -305,8 +465,27 @@ impl Server {
             refuse(&mut conn, peer, &p);
             return;
         }
+        let Some(id) = random_hex() else {
+            refuse(
+                &mut conn,
+                peer,
+                "no random numbers for a test id; try again",
+            );
+            return;
+        };
         let (tx, rx) = mpsc::channel();
-        let id = random_id();
+        let deadline = Instant::now() + duration + s.drain;
+        let slot = Arc::new(Slot {
+            peer: ip,
+            streams,
+            deadline,
+            state: Mutex::new(SlotState {
+                claimed: vec![false; streams as usize],
+                holders: 1,
+                closed: false,
+            }),
+            done: tx.clone(),
+        });
         {
             let mut tests = self.tests.lock().unwrap_or_else(|p| p.into_inner());
             if tests.len() >= s.max_tests {
@@ -321,26 +500,27 @@ impl Server {
                 );
                 return;
             }
-            tests.insert(
-                id.clone(),
-                Arc::new(Slot {
-                    peer: ip,
-                    streams,
-                    claimed: Mutex::new(vec![false; streams as usize]),
-                    done: tx.clone(),
-                }),
-            );
+            tests.insert(id.clone(), Arc::clone(&slot));
         }
-        let _registered = Registered {
-            server: self,
+        let _hold = Hold {
+            tests: Arc::clone(&self.tests),
             id: id.clone(),
+            slot: Arc::clone(&slot),
+            control: true,
         };
         tracing::info!(
             "test from {peer}: {protocol}/{congestion}, {streams} streams, {:.1} s",
             duration.as_secs_f64()
         );
         let quic_port = if protocol == "quic" {
-            match self.start_quic(ip, &id, congestion, streams, duration, tx) {
+            let hold = Hold {
+                tests: Arc::clone(&self.tests),
+                id: id.clone(),
+                slot: Arc::clone(&slot),
+                control: false,
+            };
+            slot.state.lock().unwrap_or_else(|p| p.into_inner()).holders += 1;
+            match self.start_quic(ip, &id, congestion, streams, hold, tx) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     refuse(
@@ -366,7 +546,6 @@ impl Server {
         {
             return;
         }
-        let deadline = Instant::now() + duration + DRAIN;
         let want = if protocol == "quic" {
             1
         } else {
@@ -374,7 +553,7 @@ impl Server {
         };
         let mut done = Vec::new();
         while done.len() < want {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = (deadline + GRACE).saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(d) => done.push(d),
                 Err(_) => break,
@@ -397,6 +576,39 @@ impl Server {
         let _ = wire::write_msg(&mut conn, &reply);
     }
 
+    /// Claims `stream` of test `test_id` for a data connection from `ip`.
+    fn claim(&self, test_id: &str, ip: IpAddr, stream: u32) -> Result<Hold, String> {
+        let tests = self.tests.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = tests
+            .get(test_id)
+            .cloned()
+            .ok_or("no such test (it ended, or the id is wrong)")?;
+        if slot.peer != ip {
+            return Err("this test belongs to another client".into());
+        }
+        let mut st = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.closed || Instant::now() >= slot.deadline {
+            return Err("this test has ended".into());
+        }
+        match st.claimed.get_mut(stream as usize) {
+            Some(c) if !*c => *c = true,
+            _ => {
+                return Err(format!(
+                    "stream {stream} is taken or out of range (0..{})",
+                    slot.streams
+                ));
+            }
+        }
+        st.holders += 1;
+        drop(st);
+        Ok(Hold {
+            tests: Arc::clone(&self.tests),
+            id: test_id.to_owned(),
+            slot,
+            control: false,
+        })
+    }
+
     fn data(
         &self,
         mut conn: TcpStream,
@@ -406,43 +618,11 @@ impl Server {
         test_id: &str,
         stream: u32,
     ) {
-        let slot = self
-            .tests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(test_id)
-            .cloned();
-        let Some(slot) = slot else {
-            refuse(
-                &mut conn,
-                peer,
-                "no such test (it ended, or the id is wrong)",
-            );
-            return;
+        let hold = match self.claim(test_id, ip, stream) {
+            Ok(h) => h,
+            Err(why) => return refuse(&mut conn, peer, &why),
         };
-        if slot.peer != ip {
-            refuse(&mut conn, peer, "this test belongs to another client");
-            return;
-        }
-        {
-            let mut claimed = slot.claimed.lock().unwrap_or_else(|p| p.into_inner());
-            match claimed.get_mut(stream as usize) {
-                Some(c) if !*c => *c = true,
-                _ => {
-                    drop(claimed);
-                    refuse(
-                        &mut conn,
-                        peer,
-                        &format!(
-                            "stream {stream} is taken or out of range (0..{})",
-                            slot.streams
-                        ),
-                    );
-                    return;
-                }
-            }
-        }
-        let _ = conn.set_read_timeout(Some(self.settings.max_duration + DRAIN));
+        let deadline = hold.slot.deadline;
         let cpu0 = sys::thread_cpu();
         let mut buf = vec![0u8; 256 * 1024];
         let mut d = StreamDone {
@@ -452,6 +632,16 @@ impl Server {
             cpu: Duration::ZERO,
         };
         loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "data stream {stream} from {peer} still open at the test's deadline; closed"
+                );
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                break;
+            }
+            // The socket waits no longer than the deadline (r reads a clone of conn).
+            let _ = conn.set_read_timeout(Some(left));
             match r.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -460,7 +650,16 @@ impl Server {
                     d.last = Some(now);
                     d.bytes += n as u64;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!("data stream {stream} from {peer}: {e}");
                     break;
@@ -468,18 +667,20 @@ impl Server {
             }
         }
         d.cpu = sys::thread_cpu().saturating_sub(cpu0);
-        let _ = slot.done.send(d);
+        let _ = hold.slot.done.send(d);
+        drop(hold);
     }
 
-    /// Binds the test's UDP socket and serves it on a thread of its own; the thread sends
-    /// one [`StreamDone`] for the whole connection.
+    /// Binds the test's UDP socket and serves it on a thread of its own, which holds the
+    /// test's place until the connection ends or the deadline; the thread sends one
+    /// [`StreamDone`] for the whole connection.
     fn start_quic(
         &self,
         peer: IpAddr,
         id: &str,
         congestion: &str,
         streams: u32,
-        duration: Duration,
+        hold: Hold,
         tx: mpsc::Sender<StreamDone>,
     ) -> Result<u16, String> {
         let sock = bind_quic(self.settings.listen.ip(), self.settings.quic_ports)
@@ -487,9 +688,11 @@ impl Server {
         let port = sock.local_addr().map_err(|e| e.to_string())?.port();
         let cfg = quic::server_config(&self.settings.identity, congestion, streams)?;
         let id = id.to_owned();
+        let deadline = tokio::time::Instant::from_std(hold.slot.deadline);
         std::thread::Builder::new()
             .name("probe-quic".into())
             .spawn(move || {
+                let _hold = hold;
                 let cpu0 = sys::thread_cpu();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -499,19 +702,31 @@ impl Server {
                     Err(e) => return tracing::warn!("QUIC runtime: {e}"),
                 };
                 let result = rt.block_on(async move {
-                    tokio::time::timeout(
-                        duration + DRAIN,
-                        quic_receive(sock, cfg, peer, id, streams),
+                    let ep = quinn::Endpoint::new(
+                        quinn::EndpointConfig::default(),
+                        Some(cfg),
+                        sock,
+                        Arc::new(quinn::TokioRuntime),
                     )
-                    .await
+                    .map_err(|e| e.to_string())?;
+                    let r = tokio::time::timeout_at(deadline, quic_receive(&ep, peer, id, streams))
+                        .await;
+                    if r.is_err() {
+                        // Tell the client, rather than leave it to its idle timeout.
+                        ep.close(2u32.into(), b"the test's deadline passed");
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(500), ep.wait_idle()).await;
+                    }
+                    r.map_err(|_| "still open at the deadline; closed".to_owned())?
                 });
+                // The endpoint and its socket go with the runtime, before the place is freed.
+                drop(rt);
                 match result {
-                    Ok(Ok(mut d)) => {
+                    Ok(mut d) => {
                         d.cpu = sys::thread_cpu().saturating_sub(cpu0);
                         let _ = tx.send(d);
                     }
-                    Ok(Err(e)) => tracing::warn!("QUIC test from {peer}: {e}"),
-                    Err(_) => tracing::warn!("QUIC test from {peer}: timed out"),
+                    Err(e) => tracing::warn!("QUIC test from {peer}: {e}"),
                 }
             })
             .map_err(|e| e.to_string())?;
@@ -520,19 +735,11 @@ impl Server {
 }
 
 async fn quic_receive(
-    sock: UdpSocket,
-    cfg: quinn::ServerConfig,
+    ep: &quinn::Endpoint,
     peer: IpAddr,
     id: String,
     streams: u32,
 ) -> Result<StreamDone, String> {
-    let ep = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(cfg),
-        sock,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| e.to_string())?;
     let conn = loop {
         let incoming = ep.accept().await.ok_or("the endpoint closed")?;
         if canonical(incoming.remote_address().ip()) != peer {

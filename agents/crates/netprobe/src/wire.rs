@@ -1,8 +1,11 @@
 //! The probe's control protocol: one JSON object per line, at most [`MAX_LINE`] bytes.
 //!
 //! A client opens a control connection and sends [`Hello::Test`]; the server answers
+//! [`Reply::Challenge`] with a fresh nonce, the client proves it holds the token with
+//! [`Hello::Auth`] (HMAC-SHA256 under the token of the nonce followed by the request line as
+//! sent, so the token never crosses the network), and the server answers
 //! [`Reply::Accepted`] (with a test id and, for QUIC, the UDP port of the test's endpoint)
-//! or [`Reply::Refused`] with the reason. TCP data connections start with
+//! or, at any step, [`Reply::Refused`] with the reason. TCP data connections start with
 //! [`Hello::Data`] naming the test; QUIC connections send the test id on their first
 //! stream. When the data has arrived, the server sends [`Reply::Result`] on the control
 //! connection.
@@ -12,7 +15,7 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 /// The protocol name and version in every test request.
-pub const PROTOCOL: &str = "labnode-probe/1";
+pub const PROTOCOL: &str = "labnode-probe/2";
 /// The longest line either side accepts.
 pub const MAX_LINE: usize = 4096;
 
@@ -24,8 +27,6 @@ pub enum Hello {
     Test {
         /// [`PROTOCOL`].
         version: String,
-        /// The shared token.
-        token: String,
         /// `tcp` or `quic`.
         protocol: String,
         /// The sender's congestion control (for the server's log and result).
@@ -42,12 +43,22 @@ pub enum Hello {
         /// Which stream, from 0.
         stream: u32,
     },
+    /// The answer to [`Reply::Challenge`].
+    Auth {
+        /// [`crate::access::Token::sign`] of the nonce and the request line, hex.
+        mac: String,
+    },
 }
 
 /// A line from the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Reply {
+    /// Prove the token: answer with [`Hello::Auth`].
+    Challenge {
+        /// A fresh random nonce, hex.
+        nonce: String,
+    },
     /// The test may start.
     Accepted {
         /// Secret id the data connections present.

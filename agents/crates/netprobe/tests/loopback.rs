@@ -1,5 +1,6 @@
 //! The probe end to end on loopback: a server thread, real TCP and QUIC clients, and the
-//! refusals the server must give while it keeps serving.
+//! refusals the server must give while it keeps serving: caps, streams, other clients
+//! (from other 127.0.0.0/8 addresses), the hello timeout, the deadline, a flood.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,6 +20,16 @@ fn start(allow: &str) -> (SocketAddr, String) {
 }
 
 fn start_with(allow: &str, quic_ports: Option<(u16, u16)>) -> (SocketAddr, String) {
+    serve_with(allow, 2, 5.0, quic_ports)
+}
+
+/// A server on 127.0.0.1 with these caps, at most 4 streams a test, a 1 s drain.
+fn serve_with(
+    allow: &str,
+    max_tests: usize,
+    max_duration: f64,
+    quic_ports: Option<(u16, u16)>,
+) -> (SocketAddr, String) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
     let identity = Identity::generate().expect("cert");
@@ -27,11 +38,12 @@ fn start_with(allow: &str, quic_ports: Option<(u16, u16)>) -> (SocketAddr, Strin
         listen: addr,
         token: Token::new(TOKEN),
         allow: parse_allowlist(&[allow.to_owned()]).expect("allow"),
-        max_duration: Duration::from_secs(5),
-        max_tests: 2,
+        max_duration: Duration::from_secs_f64(max_duration),
+        max_tests,
         max_streams: 4,
         identity,
         quic_ports,
+        drain: Duration::from_secs(1),
     });
     std::thread::spawn(move || server.run(l));
     (addr, fp)
@@ -139,4 +151,392 @@ fn clients_outside_the_allowlist_are_refused() {
         }
         other => panic!("allowlist: {other:?}"),
     }
+}
+
+// ---- The refusals and caps, on the wire. ----
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::FromRawFd;
+use std::time::Instant;
+
+use labnode_netprobe::server::HELLO_TIMEOUT;
+use labnode_netprobe::wire::{self, Hello, PROTOCOL, Reply};
+
+fn serve(allow: &str, max_tests: usize, max_duration: f64) -> (SocketAddr, String) {
+    serve_with(allow, max_tests, max_duration, None)
+}
+
+/// A TCP connection to `dst` from `src` (loopback answers on all of 127.0.0.0/8).
+fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let SocketAddr::V4(dst) = dst else {
+        panic!("IPv4 only")
+    };
+    let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, owned by the TcpStream from here on; the addresses are valid
+    // sockaddr_in values of the given length.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = TcpStream::from_raw_fd(fd);
+        let a = sin(src, 0);
+        if libc::bind(fd, (&raw const a).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let b = sin(*dst.ip(), dst.port());
+        if libc::connect(fd, (&raw const b).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(s)
+    }
+}
+
+const HOME: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+struct Conn {
+    s: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(src: Ipv4Addr, addr: SocketAddr) -> Conn {
+        let s = connect_from(src, addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(8)))
+            .expect("timeout");
+        let r = BufReader::new(s.try_clone().expect("clone"));
+        Conn { s, r }
+    }
+    fn send(&mut self, line: &str) {
+        self.s
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send");
+    }
+    fn reply(&mut self) -> Reply {
+        let line = wire::read_line(&mut self.r).expect("a reply");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+    /// The refusal's text; panics on anything else.
+    fn refused(&mut self) -> String {
+        match self.reply() {
+            Reply::Refused { error } => error,
+            other => panic!("want a refusal, got {other:?}"),
+        }
+    }
+}
+
+/// A test request answered with the token (or `token`): the server's last reply.
+fn ask(src: Ipv4Addr, addr: SocketAddr, protocol: &str, streams: u32, ms: u64) -> (Conn, Reply) {
+    let mut c = Conn::open(src, addr);
+    let request = serde_json::to_string(&Hello::Test {
+        version: PROTOCOL.into(),
+        protocol: protocol.into(),
+        congestion: "cubic".into(),
+        streams,
+        duration_ms: ms,
+    })
+    .expect("json");
+    c.send(&request);
+    let nonce = match c.reply() {
+        Reply::Challenge { nonce } => nonce,
+        other => return (c, other),
+    };
+    let mac = Token::new(TOKEN).sign(nonce.as_bytes(), request.as_bytes());
+    c.send(&serde_json::to_string(&Hello::Auth { mac }).expect("json"));
+    let r = c.reply();
+    (c, r)
+}
+
+fn accepted(r: Reply) -> (String, Option<u16>) {
+    match r {
+        Reply::Accepted { test_id, quic_port } => (test_id, quic_port),
+        other => panic!("want accepted, got {other:?}"),
+    }
+}
+
+fn data_line(test_id: &str, stream: u32) -> String {
+    serde_json::to_string(&Hello::Data {
+        test_id: test_id.into(),
+        stream,
+    })
+    .expect("json")
+}
+
+#[test]
+fn a_stream_past_its_deadline_is_closed_and_the_test_holds_its_place_until_then() {
+    // 1 s test, 1 s drain: the deadline is about 2 s after it was accepted.
+    let (addr, _) = serve("127.0.0.0/8", 1, 2.0);
+    let (mut ctl, r) = ask(HOME, addr, "tcp", 1, 1000);
+    let (id, _) = accepted(r);
+    let t0 = Instant::now();
+    let mut data = Conn::open(HOME, addr);
+    data.send(&data_line(&id, 0));
+    data.s
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // A client that keeps sending past its duration.
+    let writer = std::thread::spawn(move || {
+        let buf = vec![0u8; 64 * 1024];
+        while t0.elapsed() < Duration::from_secs(10) {
+            if data.s.write_all(&buf).is_err() {
+                return t0.elapsed();
+            }
+        }
+        t0.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // Past the test's duration, its stream still flows: the test still counts.
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    match r {
+        Reply::Refused { error } => assert!(error.starts_with("busy:"), "{error}"),
+        other => panic!("a second test while the first stream flows: {other:?}"),
+    }
+    let cut = writer.join().expect("writer");
+    assert!(
+        cut >= Duration::from_millis(1700) && cut <= Duration::from_millis(3500),
+        "the stream was cut after {cut:?}, want about 2 s (duration + drain)"
+    );
+    match ctl.reply() {
+        Reply::Result { bytes, .. } => assert!(bytes > 0),
+        other => panic!("the first test's result: {other:?}"),
+    }
+    // The place is free again.
+    std::thread::sleep(Duration::from_millis(200));
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    accepted(r);
+}
+
+#[test]
+fn caps_streams_and_other_clients_are_refused_with_their_reason() {
+    let (addr, _) = serve("127.0.0.0/8", 1, 5.0);
+    // Over max-streams.
+    let (_c, r) = ask(HOME, addr, "tcp", 5, 500);
+    assert!(
+        matches!(&r, Reply::Refused { error } if error == "5 streams asked, this server allows 1 to 4"),
+        "{r:?}"
+    );
+    // An older client: told that the versions differ.
+    let mut old = Conn::open(HOME, addr);
+    old.send(r#"{"type":"test","version":"labnode-probe/1","token":"a-token-of-at-least-16-bytes","protocol":"tcp","congestion":"cubic","streams":1,"duration_ms":500}"#);
+    let why = old.refused();
+    assert!(
+        why.contains("\"labnode-probe/1\" is not \"labnode-probe/2\""),
+        "{why}"
+    );
+    // An answer for another request than the one sent: the token is not proven.
+    let mut c = Conn::open(HOME, addr);
+    c.send(
+        &serde_json::to_string(&Hello::Test {
+            version: PROTOCOL.into(),
+            protocol: "tcp".into(),
+            congestion: "cubic".into(),
+            streams: 1,
+            duration_ms: 500,
+        })
+        .expect("json"),
+    );
+    let Reply::Challenge { nonce } = c.reply() else {
+        panic!("no challenge")
+    };
+    let mac = Token::new(TOKEN).sign(nonce.as_bytes(), b"another request");
+    c.send(&serde_json::to_string(&Hello::Auth { mac }).expect("json"));
+    assert_eq!(c.refused(), "wrong token");
+
+    // One test of 2 streams runs; a second test is busy.
+    let (mut ctl, r) = ask(HOME, addr, "tcp", 2, 1500);
+    let (id, _) = accepted(r);
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    assert!(
+        matches!(&r, Reply::Refused { error } if error.starts_with("busy: 1 tests are running, the cap is 1")),
+        "{r:?}"
+    );
+    let mut s0 = Conn::open(HOME, addr);
+    s0.send(&data_line(&id, 0));
+    s0.s.write_all(&[1u8; 1000]).expect("data");
+    std::thread::sleep(Duration::from_millis(300));
+    for (src, stream, want) in [
+        (HOME, 0, "stream 0 is taken or out of range (0..2)"),
+        (HOME, 7, "stream 7 is taken or out of range (0..2)"),
+        (OTHER, 1, "this test belongs to another client"),
+    ] {
+        let mut c = Conn::open(src, addr);
+        c.send(&data_line(&id, stream));
+        assert_eq!(c.refused(), want, "stream {stream} from {src}");
+    }
+    // Stream 0 ends, stream 1 never came: the test says so.
+    s0.s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    assert_eq!(ctl.refused(), "only 1 of 2 streams finished in time");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_dropped_after_the_hello_timeout() {
+    let (addr, _) = serve("127.0.0.0/8", 1, 5.0);
+    let t0 = Instant::now();
+    let mut c = Conn::open(HOME, addr);
+    let why = c.refused();
+    let waited = t0.elapsed();
+    assert_eq!(why, "no request within 2 s");
+    assert!(
+        waited >= HELLO_TIMEOUT - Duration::from_millis(100)
+            && waited <= HELLO_TIMEOUT + Duration::from_secs(1),
+        "dropped after {waited:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = c.r.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed after the refusal");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A QUIC connection from `src` to the test endpoint on 127.0.0.1:`port` (call inside a
+/// runtime; keep the endpoint while the connection is used).
+fn quic_connect(src: Ipv4Addr, port: u16, fp: &str) -> (quinn::Endpoint, quinn::Connecting) {
+    let mut ep = quinn::Endpoint::client(SocketAddr::new(IpAddr::V4(src), 0)).expect("endpoint");
+    ep.set_default_client_config(
+        labnode_netprobe::quic::client_config(fp, "cubic", 1).expect("config"),
+    );
+    let connecting = ep
+        .connect(
+            SocketAddr::new(IpAddr::V4(HOME), port),
+            labnode_netprobe::quic::SERVER_NAME,
+        )
+        .expect("connect");
+    (ep, connecting)
+}
+
+#[test]
+fn a_quic_endpoint_refuses_other_client_addresses() {
+    let (addr, fp) = serve("127.0.0.0/8", 1, 5.0);
+    let (_ctl, r) = ask(HOME, addr, "quic", 1, 1000);
+    let (_, port) = accepted(r);
+    let port = port.expect("a QUIC port");
+    let e = runtime().block_on(async {
+        let (_ep, connecting) = quic_connect(OTHER, port, &fp);
+        tokio::time::timeout(Duration::from_secs(5), connecting)
+            .await
+            .expect("an answer within 5 s")
+            .expect_err("refused")
+    });
+    assert!(e.to_string().to_lowercase().contains("refuse"), "{e}");
+}
+
+#[test]
+fn a_flood_from_outside_the_allowlist_does_not_starve_allowed_clients() {
+    // 127.0.0.3 is allowed but only opens connections and sends nothing.
+    let (addr, fp) = serve("127.0.0.1/32,127.0.0.3/32", 2, 5.0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut s) = connect_from(OTHER, addr) {
+                        let _ = s.write_all(b"{\"type\":\"test\"}\n");
+                        n += 1;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                n
+            })
+        })
+        .collect();
+    // Idle allowed connections beyond max-streams + 2 are turned away at once.
+    let idle_ip = Ipv4Addr::new(127, 0, 0, 3);
+    let mut idle = Vec::new();
+    let mut turned_away = 0;
+    for _ in 0..20 {
+        let mut c = Conn::open(idle_ip, addr);
+        c.s.set_read_timeout(Some(Duration::from_millis(150)))
+            .expect("timeout");
+        let mut line = String::new();
+        if c.r.read_line(&mut line).is_ok_and(|n| n > 0) {
+            assert!(
+                line.contains("too many connections that sent no request yet"),
+                "{line}"
+            );
+            turned_away += 1;
+        } else {
+            idle.push(c);
+        }
+    }
+    assert_eq!(
+        (idle.len(), turned_away),
+        (6, 14),
+        "idle connections held, turned away"
+    );
+    // Meanwhile every request of an allowed client is served.
+    let good = plan(addr, &fp, TOKEN, 0.1);
+    let mut served = 0;
+    for i in 0..10 {
+        match client::run_tcp(&good, "reno", &progress()) {
+            Ok(_) => served += 1,
+            Err(e) => eprintln!("request {i}: {e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded: u32 = flood.into_iter().map(|t| t.join().expect("flood")).sum();
+    assert!(flooded > 100, "the flood opened only {flooded} connections");
+    assert_eq!(
+        served, 10,
+        "allowed requests served during a flood of {flooded}"
+    );
+}
+
+#[test]
+fn a_quic_test_sent_past_its_deadline_is_closed_and_holds_its_place_until_then() {
+    let (addr, fp) = serve("127.0.0.0/8", 1, 2.0);
+    let (mut ctl, r) = ask(HOME, addr, "quic", 1, 1000);
+    let (id, port) = accepted(r);
+    let port = port.expect("a QUIC port");
+    let t0 = Instant::now();
+    // A client that keeps sending past its duration.
+    let sender = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let (_ep, connecting) = quic_connect(HOME, port, &fp);
+            let conn = connecting.await.expect("handshake");
+            let (mut ctl, _r) = conn.open_bi().await.expect("control stream");
+            ctl.write_all(format!("{id}\n").as_bytes())
+                .await
+                .expect("test id");
+            let mut s = conn.open_uni().await.expect("stream");
+            let buf = vec![0u8; 64 * 1024];
+            while t0.elapsed() < Duration::from_secs(10) {
+                if s.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+            t0.elapsed()
+        })
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    assert!(
+        matches!(&r, Reply::Refused { error } if error.starts_with("busy:")),
+        "a second test while the QUIC test overruns: {r:?}"
+    );
+    let cut = sender.join().expect("sender");
+    assert!(
+        cut >= Duration::from_millis(1700) && cut <= Duration::from_millis(3500),
+        "the QUIC connection was closed after {cut:?}, want about 2 s (duration + drain)"
+    );
+    assert_eq!(ctl.refused(), "only 0 of 1 streams finished in time");
+    std::thread::sleep(Duration::from_millis(200));
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    accepted(r);
 }
