@@ -18,6 +18,8 @@
   yaml = pkgs.formats.yaml {};
   enabled = lib.filterAttrs (_: c: c.enable) cfg.collectors;
   labnode = lib.getExe cfg.package;
+  # labnode's safe-switch state directory (config.rs DEFAULT_STATE_DIR unless set).
+  stateDir = cfg.rollback.settings.state_dir or "/var/lib/labnode/safe-switch";
 
   rawConfig = yaml.generate "labnode-unchecked.yaml" ({
       snapshot_dir = cfg.snapshotDir;
@@ -374,7 +376,9 @@ in {
           wantedBy = ["multi-user.target"];
           after = ["multi-user.target"];
           restartIfChanged = false;
-          unitConfig.ConditionDirectoryNotEmpty = "/var/lib/labnode/safe-switch";
+          # Only while a marker exists: state.rs MARKER_FILE, "pending.json" (a test in
+          # state.rs checks this line). The directory is never empty: the lock file stays.
+          unitConfig.ConditionPathExists = "${stateDir}/pending.json";
           serviceConfig = {
             Type = "oneshot";
             TimeoutStartSec = "infinity";
