@@ -104,6 +104,7 @@ curl -fsS "http://127.0.0.1:$lport/metrics" >"$T/metrics.txt"
 lint=$(promtool check metrics <"$T/metrics.txt" 2>&1) || fail "promtool check metrics: $lint"
 [ -z "$lint" ] || fail "promtool check metrics warns: $lint"
 for want in 'labnode_rollback_drills_total{result="success"} 1' 'labnode_rollback_drills_total{result="failure"} 0' \
+  'labnode_rollback_drills_total{result="refused"} 0' \
   'labnode_rollback_last_success 1' 'labnode_rollback_profile_generations 2' \
   'labnode_rollback_profile_current_generation 2' 'labnode_rollback_profile_previous_generation 1' \
   'labnode_rollback_pending_switch 0' 'labnode_rollback_safe_switch_total{outcome="rolled_back"} 0'; do
@@ -201,7 +202,24 @@ drill --yes --profile "$T/one/system" >"$T/one.txt" 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "has no generation older than the current one (1): there is nothing to roll back to" "$T/one.txt" ||
   fail "no previous generation: exit $rc: $(cat "$T/one.txt")"
 [ "$(ls -l --time-style=full-iso "$T/one")" = "$before" ] || fail "the refused drill changed the profile"
-note "no previous generation: refused (exit 1), profile untouched"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" rollback_drill .refused)" = true ] && [ "$(record "$s" rollback_drill .success)" = false ] ||
+  fail "the refusal is not recorded as a refused, failed drill: $(jq -c .records "$s")"
+err=$(record "$s" rollback_drill .error)
+grep -q "^refused: no previous generation" <<<"$err" || fail "the refusal's record does not say why: $err"
+counted() { curl -fsS "http://127.0.0.1:$lport/metrics" | grep -qxF 'labnode_rollback_drills_total{result="refused"} 1'; }
+wait_for 10 "the collector to count the refused drill" counted
+curl -fsS "http://127.0.0.1:$lport/metrics" >"$T/metrics-refused.txt"
+ok=$(awk '$1 == "labnode_rollback_drills_total{result=\"success\"}" { print $2 }' "$T/metrics-refused.txt")
+bad=$(awk '$1 == "labnode_rollback_drills_total{result=\"failure\"}" { print $2 }' "$T/metrics-refused.txt")
+want=$(awk -v o="$ok" -v b="$bad" 'BEGIN { printf "%.6f", o / (o + b) }')
+refused_seen() { [ "$(prom_query "$pport" 'labnode_rollback_drills_total{result="refused"}')" = 1 ] &&
+  [ "$(prom_query "$pport" 'sum(labnode_rollback_drills_total{result="success"})')" = "$ok" ]; }
+wait_for 30 "Prometheus to see the refused drill" refused_seen
+sleep 2 # one more evaluation of the recording rule
+ratio=$(prom_query "$pport" 'instance:labnode_rollback_success:ratio_30d')
+within "30-day success ratio with a refusal ($ok successes, $bad failures, 1 refused)" "$ratio" "$want" 0 0.001
+note "no previous generation: refused (exit 1), profile untouched; recorded ('$err'), counted as refused, success ratio $ratio = $ok/($ok+$bad) leaves it out"
 ln -sfn "$v1" "$T/current-system"
 rc=0
 drill --yes >"$T/notrunning.txt" 2>&1 || rc=$?

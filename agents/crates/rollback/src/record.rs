@@ -161,6 +161,10 @@ pub struct DrillRecord {
     /// Why it failed, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the drill was refused before changing anything (no previous generation):
+    /// counted under `result="refused"`, outside the success rate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// labnode's own cost.
     #[serde(default)]
     pub overhead: Overhead,
@@ -374,6 +378,7 @@ mod tests {
             ended_on_start: true,
             interrupted: None,
             error: Some("web red".into()),
+            refused: false,
             overhead: Overhead::default(),
         };
         let m = r.metrics();

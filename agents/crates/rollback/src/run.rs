@@ -587,6 +587,7 @@ impl<'a> Engine<'a> {
                         && ended_on.is_some()
                         && ended_on == m.from.generation,
                     interrupted: Some(reason.clone()),
+                    refused: false,
                     error: Some(format!(
                         "interrupted: {reason}; {}",
                         if healthy {
@@ -692,11 +693,35 @@ pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunE
     let recovered_first = e.recover_if_marked("`labnode drill rollback` at its start")?;
     let st = e.profile()?;
     let Some(prev) = st.previous().cloned() else {
-        return Err(RunError::Refused(format!(
+        let why = format!(
             "{} has no generation older than the current one ({}): there is nothing to roll back to",
             st.profile.display(),
             st.current
-        )));
+        );
+        // Recorded, so that a host that cannot roll back shows up: a failed drill, counted
+        // as refused (outside the success rate).
+        let now = state::now_unix();
+        let record = DrillRecord {
+            profile: st.profile.clone(),
+            started_unix: now,
+            finished_unix: now,
+            start_generation: Some(st.current),
+            start_store_path: st
+                .current()
+                .map(|g| g.store_path.clone())
+                .unwrap_or_default(),
+            previous_generation: None,
+            directions: Vec::new(),
+            success: false,
+            ended_on_generation: Some(st.current),
+            ended_on_start: false,
+            interrupted: None,
+            error: Some(format!("refused: no previous generation ({why})")),
+            refused: true,
+            overhead: Overhead::default(),
+        };
+        e.finish(&ctx.out, &ctx.label, &record, None)?;
+        return Err(RunError::Refused(why));
     };
     e.check_running(&st)?;
     let start_gen: Generation = st
@@ -783,6 +808,7 @@ pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunE
         ended_on_start,
         interrupted: None,
         error,
+        refused: false,
         overhead: Overhead::since(cpu0, t0),
     };
     let snapshot = e.finish(&ctx.out, &ctx.label, &record, marker.guard_unit.as_deref())?;
