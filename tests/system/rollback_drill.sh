@@ -6,7 +6,9 @@
 # Prometheus with the shipped rules and dashboard. Faults: an activation that exits
 # non-zero, a service that never answers, kill -9 mid-drill (then a restart), a second
 # drill while one runs, no previous generation, a running system that is not the profile's.
-# No systemd here (see rollback_systemd for the systemd gates and the guard).
+# safe-switch without systemd (arm: none): a confirmed switch ran the generation's
+# switch-to-configuration `test`, then `boot`; a rolled-back one only `test`.
+# No systemd here (see rollback_systemd for the systemd gates, the guard and a power cut).
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/rollback.sh"
 M="$(cd "$(dirname "$0")/../../modules/monitoring" && pwd)"
@@ -193,7 +195,29 @@ grep -q "finished an unfinished rollback drill first" "$T/next.txt" || fail "the
 [ "$(profile_gen "$profile")" = 8 ] && healthy "web-v7-$$" || fail "not back on generation 8"
 note "kill -9 mid-rollback, then 'drill rollback --yes': finished the old drill, then drilled"
 
-# 7. Refusals that change nothing.
+# 7. safe-switch (arm: none, no systemd): `test` during confirmation, `boot` only once green.
+{ cat "$T/labnode.yaml"; echo "  arm: none"; } >"$T/switch.yaml"
+v9=$(web_generation "web-v9-$$" ok 1 "$port" proc)
+"$LABNODE_BIN" safe-switch --to "$v9" --config "$T/switch.yaml" >"$T/switch-good.txt" 2>&1 ||
+  fail "safe-switch to a good generation failed: $(cat "$T/switch-good.txt")"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" safe_switch .outcome)" = confirmed ] || fail "not confirmed: $(cat "$T/switch-good.txt")"
+[ "$(actions "web-v9-$$")" = "test boot" ] || fail "confirmation ran '$(actions "web-v9-$$")', not 'test boot'"
+[ "$(boot_default)" = "$v9" ] || fail "the boot loader's default is $(boot_default), not generation 9"
+[ "$(record "$s" safe_switch .switch.phases.boot_default)" != null ] || fail "no boot_default phase"
+[ "$(profile_gen "$profile")" = 9 ] && healthy "web-v9-$$" || fail "not on generation 9"
+never2=$(web_generation "web-never2-$$" never 1 "$port" proc)
+rc=0
+"$LABNODE_BIN" safe-switch --to "$never2" --confirm-timeout 2s --config "$T/switch.yaml" >"$T/switch-never.txt" 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "a switch to a generation that never answers exited $rc, not 1: $(cat "$T/switch-never.txt")"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" safe_switch .outcome)" = rolled_back ] || fail "not rolled back: $(cat "$T/switch-never.txt")"
+[ "$(actions "web-never2-$$")" = test ] || fail "the rolled-back generation ran '$(actions "web-never2-$$")', not only test"
+[ "$(boot_default)" = "$v9" ] || fail "after the rollback the boot loader's default is $(boot_default), not generation 9"
+[ "$(profile_gen "$profile")" = 9 ] && healthy "web-v9-$$" || fail "not back on generation 9"
+note "safe-switch: confirmed after 'test' then 'boot'; a red gate rolled back having run only 'test', boot default kept on 9"
+
+# 8. Refusals that change nothing.
 mkdir -p "$T/one"
 nix-env --profile "$T/one/system" --set "$v1" 2>/dev/null
 before=$(ls -l --time-style=full-iso "$T/one")
@@ -223,7 +247,7 @@ note "no previous generation: refused (exit 1), profile untouched; recorded ('$e
 ln -sfn "$v1" "$T/current-system"
 rc=0
 drill --yes >"$T/notrunning.txt" 2>&1 || rc=$?
-[ "$rc" = 1 ] && grep -q "the running system ($v1, generation 1) is not the profile's current generation 8" "$T/notrunning.txt" ||
+[ "$rc" = 1 ] && grep -q "the running system ($v1, generation 1) is not the profile's current generation 9" "$T/notrunning.txt" ||
   fail "running != current: exit $rc: $(cat "$T/notrunning.txt")"
-[ "$(profile_gen "$profile")" = 8 ] || fail "the refused drill changed the profile"
+[ "$(profile_gen "$profile")" = 9 ] || fail "the refused drill changed the profile"
 note "running system is not the profile's current generation: refused with why"
