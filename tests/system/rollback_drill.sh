@@ -216,6 +216,19 @@ s=$(newest_snapshot "$T/snaps")
 [ "$(boot_default)" = "$v9" ] || fail "after the rollback the boot loader's default is $(boot_default), not generation 9"
 [ "$(profile_gen "$profile")" = 9 ] && healthy "web-v9-$$" || fail "not back on generation 9"
 note "safe-switch: confirmed after 'test' then 'boot'; a red gate rolled back having run only 'test', boot default kept on 9"
+bootfail=$(web_generation "web-bootfail-$$" bootfail 1 "$port" proc)
+rc=0
+"$LABNODE_BIN" safe-switch --to "$bootfail" --config "$T/switch.yaml" >"$T/switch-bootfail.txt" 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "a switch whose boot step fails exited $rc, not 1: $(cat "$T/switch-bootfail.txt")"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" safe_switch .outcome)" = rolled_back ] || fail "a failed boot step was not rolled back"
+reason=$(record "$s" safe_switch .reason)
+grep -q "every gate was green, but making it the boot default failed: .*exit status: 1.*installing the boot loader of web-bootfail-$$ failed" <<<"$reason" ||
+  fail "the failed boot step is not explained: $reason"
+[ "$(actions "web-bootfail-$$")" = "test boot" ] || fail "ran '$(actions "web-bootfail-$$")', not 'test boot'"
+[ "$(boot_default)" = "$v9" ] && [ "$(profile_gen "$profile")" = 9 ] && healthy "web-v9-$$" ||
+  fail "after a failed boot step: boot default $(boot_default), generation $(profile_gen "$profile")"
+note "safe-switch whose 'boot' fails after every gate was green: rolled back to 9, exit 1, explained"
 
 # 8. Refusals that change nothing.
 mkdir -p "$T/one"
