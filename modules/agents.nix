@@ -29,6 +29,8 @@
     host = lib.removeSuffix "]" (lib.removePrefix "[" (lib.concatStringsSep ":" (lib.init (lib.splitString ":" cfg.netServe.listen))));
   in
     lib.elem host ["" "0.0.0.0" "::" "0:0:0:0:0:0:0:0" "*"];
+  # labnode's safe-switch state directory (config.rs DEFAULT_STATE_DIR unless set).
+  stateDir = cfg.rollback.settings.state_dir or "/var/lib/labnode/safe-switch";
 
   rawConfig = yaml.generate "labnode-unchecked.yaml" ({
       snapshot_dir = cfg.snapshotDir;
@@ -398,7 +400,9 @@ in {
           wantedBy = ["multi-user.target"];
           after = ["multi-user.target"];
           restartIfChanged = false;
-          unitConfig.ConditionDirectoryNotEmpty = "/var/lib/labnode/safe-switch";
+          # Only while a marker exists: state.rs MARKER_FILE, "pending.json" (a test in
+          # state.rs checks this line). The directory is never empty: the lock file stays.
+          unitConfig.ConditionPathExists = "${stateDir}/pending.json";
           serviceConfig = {
             Type = "oneshot";
             TimeoutStartSec = "infinity";

@@ -3,7 +3,8 @@
 # pool is imported at boot) and with the TEST-ONLY secrets instead of the node's. Every
 # unit comes up and none fails; the secrets are decrypted with the right owners; the
 # WireGuard key from sops is the one the inventory publishes; every Prometheus target is
-# up; from another machine only SSH answers.
+# up; from another machine only SSH answers; a rollback drill with the host's own gates
+# (minus the GPU and ZFS ones, which the VM cannot pass) to a second generation and back.
 {
   self,
   lib,
@@ -14,7 +15,11 @@
 in {
   name = "labnode-host";
 
-  nodes.c220g5 = {pkgs, ...}: {
+  nodes.c220g5 = {
+    config,
+    pkgs,
+    ...
+  }: {
     imports = [
       self.nixosModules.default
       ../hosts/c220g5
@@ -41,6 +46,21 @@ in {
     systemd.network.networks."20-control".enable = false;
     labnode.secrets.sopsFile = lib.mkForce ../secrets/test-only/secrets.yaml;
     labnode.base.sshAuthorizedKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlabnodeTestOnlyNotARealKeyxxxxxxxxxxxxxxxx test-only"];
+
+    # The drill: a previous generation that differs only in one /etc file, and the host's
+    # rollback settings with its gates minus gpu and zfs_pools, activated with `test` (the
+    # VM has no boot loader).
+    system.switch.enable = true;
+    specialisation.previous.configuration.environment.etc."labnode-drill-test".text = "previous";
+    environment.etc."labnode/drill-test.yaml".source = (pkgs.formats.yaml {}).generate "drill-test.yaml" {
+      snapshot_dir = config.labnode.agents.snapshotDir;
+      rollback =
+        config.labnode.agents.rollback.settings
+        // {
+          activation_action = "test";
+          gates = builtins.filter (g: !(g ? gpu || g ? zfs_pools)) config.labnode.agents.rollback.settings.gates;
+        };
+    };
 
     virtualisation.memorySize = 4096;
     virtualisation.cores = 2;
@@ -114,6 +134,24 @@ in {
         addr, port = line.split()[3].rsplit(":", 1)
         if port in ports:
             assert addr.startswith("127.") or addr == "[::1]" or addr.startswith("${inventory.c220g5.wireguard.address}"), line
+
+    # A rollback drill with the host's gates (minus gpu and zfs): to the previous
+    # generation and back, every gate green both ways.
+    c220g5.succeed("labnode config check /etc/labnode/drill-test.yaml")
+    profile = "/nix/var/nix/profiles/system"
+    base = c220g5.succeed("readlink -f /run/current-system").strip()
+    c220g5.succeed(f"nix-env -p {profile} --set {base}/specialisation/previous")
+    c220g5.succeed(f"nix-env -p {profile} --set {base}")
+    c220g5.succeed("labnode drill rollback --yes --config /etc/labnode/drill-test.yaml --label host-drill")
+    snap = c220g5.succeed("grep -l host-drill /var/lib/labnode/snapshots/*.json | sort | tail -n 1").strip()
+    drill = next(r["data"] for r in json.loads(c220g5.succeed(f"cat {snap}"))["records"] if r["kind"] == "rollback_drill")
+    assert drill["success"] and drill["ended_on_start"], drill
+    for d in drill["directions"]:
+        names = {g["name"] for g in d["gates"]}
+        assert names == {"systemd_active", "tcp", "prometheus"}, names
+        assert all(g["passed"] for g in d["gates"]), d["gates"]
+    assert c220g5.succeed("readlink -f /run/current-system").strip() == base
+    c220g5.fail("test -e /etc/labnode-drill-test")
 
     # ... and from another machine only SSH answers.
     outside.wait_for_unit("multi-user.target")

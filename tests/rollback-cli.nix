@@ -1,7 +1,9 @@
 # The rollback CLI on a NixOS VM built from the flake's modules, with its own gates: the
 # drill's plan changes nothing and the drill ends where it began (timed against a service
 # with a known start delay); a failing `labnode safe-switch` rolls back and exits 1; a
-# `kill -9` of labnode mid-confirmation is rolled back by its transient systemd guard.
+# `kill -9` of labnode mid-confirmation is rolled back by its transient systemd guard; a
+# crash of the VM mid-confirmation boots the old generation and the module's boot unit
+# records the rollback.
 # Systems: the base one (web.service serves "v1"), the specialisation `v2` (serves "v2"
 # after a 2 s start delay), `broken` (its web.service fails) and `slow` (60 s delay).
 # tests/rollback.nix covers the module's drill unit and the exported metrics.
@@ -28,7 +30,10 @@
       lib.mkForce "${pkgs.coreutils}/bin/false";
     specialisation.slow.configuration.systemd.services.web = lib.mkForce (web "slow" 60);
     # The VM has no boot loader to update: activate with `test`, as the drill would on a
-    # host where only the running system matters.
+    # host where only the running system matters. (safe-switch's `boot`, and the boot unit's
+    # `switch`, call installBootLoader: a no-op here.)
+    system.switch.enable = true;
+    system.build.installBootLoader = lib.mkForce "${pkgs.coreutils}/bin/true";
     environment.etc."labnode/rollback-test.yaml".text = ''
       snapshot_dir: /var/lib/labnode/snapshots
       rollback:
@@ -104,5 +109,35 @@
         s = newest_record("safe_switch")
         assert s["outcome"] == "rolled_back" and "found by its systemd guard" in s["reason"], s
         machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v2")
+
+    with subtest("a crash mid-confirmation: the old generation boots, the boot unit rolls back"):
+        # The known-good generation is the one the VM boots: the VM has no boot loader whose
+        # default could change, it boots `base`, as a boot loader never told otherwise would.
+        machine.succeed(f"nix-env -p {profile} --set {base}")
+        machine.succeed(f"{base}/bin/switch-to-configuration test")
+        machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v1")
+        machine.succeed(
+            f"systemd-run --unit=labnode-switch-crashed labnode safe-switch --to {base}/specialisation/slow {cfg}"
+        )
+        machine.wait_until_succeeds("jq -e '.phase == \"switch\"' /var/lib/labnode/safe-switch/pending.json")
+        machine.wait_until_succeeds(f"test $(readlink -f /run/current-system) = {base}/specialisation/slow")
+        machine.wait_until_succeeds("systemctl show -p Description web.service | grep -qx 'Description=test web service slow'")
+        machine.succeed("sync")
+        machine.crash()
+        machine.start()
+        machine.wait_for_unit("multi-user.target")
+        assert machine.succeed("readlink -f /run/current-system").strip() == base, "the unconfirmed generation booted"
+        machine.wait_until_fails("test -e /var/lib/labnode/safe-switch/pending.json", timeout=120)
+        s = newest_record("safe_switch")
+        assert s["outcome"] == "rolled_back", s
+        assert "the host rebooted during its `switch` phase" in s["reason"], s["reason"]
+        assert "boot_default" not in ((s.get("switch") or {}).get("phases") or {}), s
+        assert machine.succeed(f"readlink -f {profile}").strip() == base, "the profile is not back on the old generation"
+        # The boot unit did it, and its run (systemd-run --wait) succeeded.
+        unit = "labnode-safe-switch-recover.service"
+        machine.wait_until_succeeds(f"test \"$(systemctl show -P ActiveState {unit})\" = inactive")
+        machine.succeed(f"test \"$(systemctl show -P Result {unit})\" = success")
+        machine.succeed(f"test \"$(systemctl show -P ExecMainStatus {unit})\" = 0")
+        machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v1")
   '';
 }

@@ -76,8 +76,9 @@ in {
     phases = {(labels.get("direction"), labels.get("phase")) for (labels, _) in drill("labnode_rollback_phase_seconds")}
     assert ("rollback", "activation") in phases and ("rollforward", "activation") in phases, phases
 
-    # A safe switch to the broken generation rolls back by itself.
-    machine.execute(f"labnode safe-switch --to {broken} --confirm-timeout 30s --config /etc/labnode/config.yaml")
+    # A safe switch to the broken generation rolls back by itself, and says so: exit 1.
+    status, out = machine.execute(f"labnode safe-switch --to {broken} --confirm-timeout 30s --config /etc/labnode/config.yaml")
+    assert status == 1, f"safe-switch exited {status}, not 1: {out}"
     assert machine.succeed("readlink -f /run/current-system").strip() == current, "safe-switch kept the broken generation"
     assert machine.succeed(f"readlink -f {profile}").strip() == current
     machine.succeed("grep -l safe_switch /var/lib/labnode/snapshots/*.json")

@@ -23,17 +23,24 @@ generation() {
 # the previous generation and starts this one's, which answers HTTP on 127.0.0.1:PORT only
 # after DELAY seconds and serves /health = "version NAME". MODE: ok; never (the service never
 # answers); fail (activation exits 1 after stopping the old service); unitfail (the unit
-# fails at once). MANAGER: proc (a process group, no systemd) or systemd (a unit in
+# fails at once); bootfail (as ok, but `boot` exits 1: the boot loader cannot be written). MANAGER: proc (a process group, no systemd) or systemd (a unit in
 # /run/labnode-units, daemon-reload, restart: what NixOS's switch-to-configuration does).
 # Like NixOS's activation, it points the current-system link ($T/current-system) at itself.
+# Every run appends "NAME ACTION" to $T/activations. The boot loader is $T/boot-default:
+# `switch` and `boot` point it at the generation; `boot` changes nothing else, `test` only
+# activates.
 web_script() {
   local name=$1 mode=$2 delay=$3 port=$4 manager=$5 www="$T/www/$1" cmd
   case $mode in
-    ok) cmd="sleep $delay; exec busybox httpd -f -p 127.0.0.1:$port -h $www" ;;
+    ok | bootfail) cmd="sleep $delay; exec busybox httpd -f -p 127.0.0.1:$port -h $www" ;;
     never | fail) cmd="exec sleep 100000" ;;
     unitfail) cmd="exec /bin/false" ;;
   esac
   echo "set -e"
+  echo "echo \"$name \$1\" >> $T/activations"
+  [ "$mode" = bootfail ] && echo "if [ \"\$1\" = boot ]; then echo 'installing the boot loader of $name failed (simulated)' >&2; exit 1; fi"
+  echo "case \$1 in switch | boot) ln -sfn \"\$out\" $T/boot-default ;; esac"
+  echo "if [ \"\$1\" = boot ]; then echo \"boot default: $name\"; exit 0; fi"
   echo "ln -sfn \"\$out\" $T/current-system"
   echo "mkdir -p $www && echo 'version $name' > $www/health"
   if [ "$manager" = proc ]; then
@@ -56,6 +63,16 @@ web_script() {
 web_generation() {
   web_script "$@" >"$T/activate-$1.sh"
   generation "$1" "$T/activate-$1.sh"
+}
+
+# actions NAME: the actions generation NAME's switch-to-configuration ran, in order, one line.
+actions() {
+  awk -v n="$1" '$1 == n { printf "%s%s", sep, $2; sep = " " }' "$T/activations" 2>/dev/null
+}
+
+# boot_default: the store path the boot loader ($T/boot-default) would boot.
+boot_default() {
+  readlink -f "$T/boot-default"
 }
 
 # record FILE KIND JQ: the jq expression over the record of KIND in the snapshot FILE.

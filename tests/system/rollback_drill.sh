@@ -6,7 +6,9 @@
 # Prometheus with the shipped rules and dashboard. Faults: an activation that exits
 # non-zero, a service that never answers, kill -9 mid-drill (then a restart), a second
 # drill while one runs, no previous generation, a running system that is not the profile's.
-# No systemd here (see rollback_systemd for the systemd gates and the guard).
+# safe-switch without systemd (arm: none): a confirmed switch ran the generation's
+# switch-to-configuration `test`, then `boot`; a rolled-back one only `test`.
+# No systemd here (see rollback_systemd for the systemd gates, the guard and a power cut).
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/rollback.sh"
 M="$(cd "$(dirname "$0")/../../modules/monitoring" && pwd)"
@@ -104,6 +106,7 @@ curl -fsS "http://127.0.0.1:$lport/metrics" >"$T/metrics.txt"
 lint=$(promtool check metrics <"$T/metrics.txt" 2>&1) || fail "promtool check metrics: $lint"
 [ -z "$lint" ] || fail "promtool check metrics warns: $lint"
 for want in 'labnode_rollback_drills_total{result="success"} 1' 'labnode_rollback_drills_total{result="failure"} 0' \
+  'labnode_rollback_drills_total{result="refused"} 0' \
   'labnode_rollback_last_success 1' 'labnode_rollback_profile_generations 2' \
   'labnode_rollback_profile_current_generation 2' 'labnode_rollback_profile_previous_generation 1' \
   'labnode_rollback_pending_switch 0' 'labnode_rollback_safe_switch_total{outcome="rolled_back"} 0'; do
@@ -192,7 +195,42 @@ grep -q "finished an unfinished rollback drill first" "$T/next.txt" || fail "the
 [ "$(profile_gen "$profile")" = 8 ] && healthy "web-v7-$$" || fail "not back on generation 8"
 note "kill -9 mid-rollback, then 'drill rollback --yes': finished the old drill, then drilled"
 
-# 7. Refusals that change nothing.
+# 7. safe-switch (arm: none, no systemd): `test` during confirmation, `boot` only once green.
+{ cat "$T/labnode.yaml"; echo "  arm: none"; } >"$T/switch.yaml"
+v9=$(web_generation "web-v9-$$" ok 1 "$port" proc)
+"$LABNODE_BIN" safe-switch --to "$v9" --config "$T/switch.yaml" >"$T/switch-good.txt" 2>&1 ||
+  fail "safe-switch to a good generation failed: $(cat "$T/switch-good.txt")"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" safe_switch .outcome)" = confirmed ] || fail "not confirmed: $(cat "$T/switch-good.txt")"
+[ "$(actions "web-v9-$$")" = "test boot" ] || fail "confirmation ran '$(actions "web-v9-$$")', not 'test boot'"
+[ "$(boot_default)" = "$v9" ] || fail "the boot loader's default is $(boot_default), not generation 9"
+[ "$(record "$s" safe_switch .switch.phases.boot_default)" != null ] || fail "no boot_default phase"
+[ "$(profile_gen "$profile")" = 9 ] && healthy "web-v9-$$" || fail "not on generation 9"
+never2=$(web_generation "web-never2-$$" never 1 "$port" proc)
+rc=0
+"$LABNODE_BIN" safe-switch --to "$never2" --confirm-timeout 2s --config "$T/switch.yaml" >"$T/switch-never.txt" 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "a switch to a generation that never answers exited $rc, not 1: $(cat "$T/switch-never.txt")"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" safe_switch .outcome)" = rolled_back ] || fail "not rolled back: $(cat "$T/switch-never.txt")"
+[ "$(actions "web-never2-$$")" = test ] || fail "the rolled-back generation ran '$(actions "web-never2-$$")', not only test"
+[ "$(boot_default)" = "$v9" ] || fail "after the rollback the boot loader's default is $(boot_default), not generation 9"
+[ "$(profile_gen "$profile")" = 9 ] && healthy "web-v9-$$" || fail "not back on generation 9"
+note "safe-switch: confirmed after 'test' then 'boot'; a red gate rolled back having run only 'test', boot default kept on 9"
+bootfail=$(web_generation "web-bootfail-$$" bootfail 1 "$port" proc)
+rc=0
+"$LABNODE_BIN" safe-switch --to "$bootfail" --config "$T/switch.yaml" >"$T/switch-bootfail.txt" 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "a switch whose boot step fails exited $rc, not 1: $(cat "$T/switch-bootfail.txt")"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" safe_switch .outcome)" = rolled_back ] || fail "a failed boot step was not rolled back"
+reason=$(record "$s" safe_switch .reason)
+grep -q "every gate was green, but making it the boot default failed: .*exit status: 1.*installing the boot loader of web-bootfail-$$ failed" <<<"$reason" ||
+  fail "the failed boot step is not explained: $reason"
+[ "$(actions "web-bootfail-$$")" = "test boot" ] || fail "ran '$(actions "web-bootfail-$$")', not 'test boot'"
+[ "$(boot_default)" = "$v9" ] && [ "$(profile_gen "$profile")" = 9 ] && healthy "web-v9-$$" ||
+  fail "after a failed boot step: boot default $(boot_default), generation $(profile_gen "$profile")"
+note "safe-switch whose 'boot' fails after every gate was green: rolled back to 9, exit 1, explained"
+
+# 8. Refusals that change nothing.
 mkdir -p "$T/one"
 nix-env --profile "$T/one/system" --set "$v1" 2>/dev/null
 before=$(ls -l --time-style=full-iso "$T/one")
@@ -201,11 +239,28 @@ drill --yes --profile "$T/one/system" >"$T/one.txt" 2>&1 || rc=$?
 [ "$rc" = 1 ] && grep -q "has no generation older than the current one (1): there is nothing to roll back to" "$T/one.txt" ||
   fail "no previous generation: exit $rc: $(cat "$T/one.txt")"
 [ "$(ls -l --time-style=full-iso "$T/one")" = "$before" ] || fail "the refused drill changed the profile"
-note "no previous generation: refused (exit 1), profile untouched"
+s=$(newest_snapshot "$T/snaps")
+[ "$(record "$s" rollback_drill .refused)" = true ] && [ "$(record "$s" rollback_drill .success)" = false ] ||
+  fail "the refusal is not recorded as a refused, failed drill: $(jq -c .records "$s")"
+err=$(record "$s" rollback_drill .error)
+grep -q "^refused: no previous generation" <<<"$err" || fail "the refusal's record does not say why: $err"
+counted() { curl -fsS "http://127.0.0.1:$lport/metrics" | grep -qxF 'labnode_rollback_drills_total{result="refused"} 1'; }
+wait_for 10 "the collector to count the refused drill" counted
+curl -fsS "http://127.0.0.1:$lport/metrics" >"$T/metrics-refused.txt"
+ok=$(awk '$1 == "labnode_rollback_drills_total{result=\"success\"}" { print $2 }' "$T/metrics-refused.txt")
+bad=$(awk '$1 == "labnode_rollback_drills_total{result=\"failure\"}" { print $2 }' "$T/metrics-refused.txt")
+want=$(awk -v o="$ok" -v b="$bad" 'BEGIN { printf "%.6f", o / (o + b) }')
+refused_seen() { [ "$(prom_query "$pport" 'labnode_rollback_drills_total{result="refused"}')" = 1 ] &&
+  [ "$(prom_query "$pport" 'sum(labnode_rollback_drills_total{result="success"})')" = "$ok" ]; }
+wait_for 30 "Prometheus to see the refused drill" refused_seen
+sleep 2 # one more evaluation of the recording rule
+ratio=$(prom_query "$pport" 'instance:labnode_rollback_success:ratio_30d')
+within "30-day success ratio with a refusal ($ok successes, $bad failures, 1 refused)" "$ratio" "$want" 0 0.001
+note "no previous generation: refused (exit 1), profile untouched; recorded ('$err'), counted as refused, success ratio $ratio = $ok/($ok+$bad) leaves it out"
 ln -sfn "$v1" "$T/current-system"
 rc=0
 drill --yes >"$T/notrunning.txt" 2>&1 || rc=$?
-[ "$rc" = 1 ] && grep -q "the running system ($v1, generation 1) is not the profile's current generation 8" "$T/notrunning.txt" ||
+[ "$rc" = 1 ] && grep -q "the running system ($v1, generation 1) is not the profile's current generation 9" "$T/notrunning.txt" ||
   fail "running != current: exit $rc: $(cat "$T/notrunning.txt")"
-[ "$(profile_gen "$profile")" = 8 ] || fail "the refused drill changed the profile"
+[ "$(profile_gen "$profile")" = 9 ] || fail "the refused drill changed the profile"
 note "running system is not the profile's current generation: refused with why"

@@ -123,7 +123,7 @@ red target-down gone "gone/127.0.0.1:$dead down: .*connection refused"
 printf 'rollback:\n  gates:\n    - name: x\n      tcp: 127.0.0.1:1\n      http: {url: "http://127.0.0.1:1/"}\n' >"$T/bad.yaml"
 rc=0
 "$LABNODE_BIN" config check "$T/bad.yaml" >"$T/bad.txt" 2>&1 || rc=$?
-[ "$rc" = 2 ] && grep -q "bad.yaml:2:3: key \`rollback.gates\[0\]\`: gate 1 must have exactly one check .* it has tcp, http" "$T/bad.txt" ||
+[ "$rc" = 2 ] && grep -q "bad.yaml:3:7: key \`rollback.gates\[0\]\`: gate 1 must have exactly one check .* it has tcp, http" "$T/bad.txt" ||
   fail "two checks in one gate: exit $rc: $(cat "$T/bad.txt")"
 printf 'rollback:\n  gates:\n    - systemd_active: [sshd.service]\n      timout: 5s\n' >"$T/bad.yaml"
 rc=0

@@ -3,11 +3,15 @@
 # tests/lib/systemd.sh) over its private D-Bus socket, with generations whose
 # switch-to-configuration installs a unit, runs daemon-reload and restarts it, as NixOS's
 # does. The systemd gates (units active, no failed unit, empty job queue) and the
-# units_settled phase are measured for real; safe-switch: all green is confirmed; a failing
+# units_settled phase are measured for real; safe-switch: all green is confirmed, having run
+# the new generation's switch-to-configuration `test` and then, only once every gate was
+# green, `boot` (the boot loader, $T/boot-default, names the old generation until then; a
+# rolled-back switch never runs `boot`); a failing
 # activation, a unit that fails and a service that never answers are rolled back with
 # time-to-detect and time-to-recover; kill -9 of labnode mid-confirmation is rolled back by
-# its transient systemd guard; a power cut mid-confirmation is rolled back by the boot unit
-# (`labnode safe-switch --recover`) on the next boot.
+# its transient systemd guard; a power cut mid-confirmation boots the old generation (the
+# boot loader's default was never changed) and its boot unit (`labnode safe-switch
+# --recover`) finishes the rollback.
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/rollback.sh"
 . "$(dirname "$0")/../lib/systemd.sh"
@@ -82,11 +86,15 @@ s=$(newest)
 [ "$(record "$s" safe_switch .outcome)" = confirmed ] || fail "not confirmed: $(cat "$T/switch-good.log")"
 [ "$(profile_gen "$profile")" = 3 ] && healthy "sd-v3-$$" || fail "not on generation 3"
 [ ! -e "$T/state/pending.json" ] || fail "the marker is left"
+[ "$(actions "sd-v3-$$")" = "test boot" ] || fail "confirmation ran '$(actions "sd-v3-$$")', not 'test boot'"
+[ "$(boot_default)" = "$v3" ] || fail "the boot loader's default is $(boot_default), not generation 3"
+[ "$(record "$s" safe_switch .switch.phases.boot_default)" != null ] || fail "no boot_default phase in the record"
 gone() { ! in_sd systemctl list-units --all --no-legend --plain 'labnode-rollback-guard-*' | grep -q .; }
 wait_for 5 "the guard to go once the switch is confirmed" gone
-note "good generation 3: confirmed, exit 0, its systemd guard ran beside it and is gone"
+note "good generation 3: confirmed, exit 0 (switch-to-configuration test, then boot once green), its systemd guard ran beside it and is gone"
 
-# rolled_back NAME EXPECT_REASON: the newest record is a rollback to generation 3, healthy.
+# rolled_back NAME EXPECT_REASON: the newest record is a rollback to generation 3, healthy;
+# the boot loader's default is generation 3's.
 rolled_back() {
   s=$(newest)
   [ "$(record "$s" safe_switch .outcome)" = rolled_back ] || fail "$1: not rolled back"
@@ -98,6 +106,14 @@ rolled_back() {
   [ "$(readlink -f "$T/current-system")" = "$v3" ] && healthy "sd-v3-$$" || fail "$1: generation 3 does not run"
   [ "$(readlink -f "$profile")" = "$v3" ] || fail "$1: the profile is not back on generation 3's system"
   [ ! -e "$T/state/pending.json" ] || fail "$1: the marker is left"
+  [ "$(boot_default)" = "$v3" ] || fail "$1: the boot loader's default is $(boot_default), not generation 3"
+}
+# never_boot NAME GENERATION: GENERATION's switch-to-configuration ran `test`, never `switch`
+# or `boot`.
+never_boot() {
+  local a
+  a=$(actions "$2")
+  grep -qw test <<<"$a" && ! grep -qwE "boot|switch" <<<"$a" || fail "$1: $2 ran '$a', not only test"
 }
 switch_fails() { # NAME STORE_PATH ARGS...: safe-switch that must exit 1
   local name=$1 to=$2 rc=0
@@ -110,6 +126,7 @@ switch_fails() { # NAME STORE_PATH ARGS...: safe-switch that must exit 1
 bad=$(web_generation "sd-fail-$$" fail "$D" "$port" systemd)
 switch_fails activation-fails "$bad"
 rolled_back "activation fails" "activation failed: .*exit status: 1.*a unit failed to start \(simulated\)"
+never_boot "activation fails" "sd-fail-$$"
 within "recover after a failed activation" "$recover" "$D" 0.25 0.5
 awk -v d="$detect" 'BEGIN { exit !(d < 1) }' || fail "detecting a failed activation took ${detect}s"
 note "activation exits 1: rolled back, exit 1; detected in ${detect}s, recovered in ${recover}s"
@@ -125,6 +142,7 @@ unitfail=$(web_generation "sd-unitfail-$$" unitfail "$D" "$port" systemd)
 switch_fails unit-fails "$unitfail" --confirm-timeout 4s
 rolled_back "unit fails" "no-failed \(systemd_no_failed\) red after [0-9]+ checks: (red again after passing: )?failed units: web.service"
 within "detect at the confirm timeout" "$detect" 4 0.15 0.3
+never_boot "unit fails" "sd-unitfail-$$"
 note "web.service fails: rolled back at the 4 s confirm timeout (detect ${detect}s, recover ${recover}s): $(cut -c1-80 <<<"$reason")..."
 
 # 5. A service that never answers.
@@ -132,7 +150,8 @@ never=$(web_generation "sd-never-$$" never "$D" "$port" systemd)
 switch_fails never-answers "$never" --confirm-timeout 3s
 rolled_back "never answers" "web \(http\) red after [0-9]+ checks: GET http://127.0.0.1:$port/health: .*[Cc]onnection refused"
 within "detect at the confirm timeout" "$detect" 3 0.15 0.3
-note "the service never answers: rolled back at the 3 s confirm timeout (detect ${detect}s, recover ${recover}s)"
+never_boot "never answers" "sd-never-$$"
+note "the service never answers: rolled back at the 3 s confirm timeout (detect ${detect}s, recover ${recover}s); a red gate never ran boot"
 
 # 6. kill -9 of labnode mid-confirmation: its transient systemd guard rolls back at once.
 slow=$(web_generation "sd-slow-$$" ok 8 "$port" systemd)
@@ -171,6 +190,10 @@ wait "$last_pid" 2>/dev/null || true
 [ -e "$T/state/pending.json" ] || fail "the marker did not survive the power cut"
 [ "$(jq -r .phase "$T/state/pending.json")" = switch ] ||
   fail "the switch was no longer confirming at the power cut: $(jq -c . "$T/state/pending.json"); $(tail -n 5 "$T/switch-cut.log")"
+never_boot "power cut" "sd-slow-$$"
+# The boot loader boots its default: the old generation 3, never the unconfirmed one.
+[ "$(boot_default)" = "$v3" ] || fail "at the power cut the boot loader's default is $(boot_default), not generation 3"
+ln -sfn "$(boot_default)" "$T/current-system"
 mkdir -p "$T/units2"
 cat >"$T/units2/labnode-safe-switch-recover.service" <<UNIT
 [Unit]
@@ -187,4 +210,5 @@ recovered() { in_sd systemctl show -p ActiveState,Result labnode-safe-switch-rec
   [ ! -e "$T/state/pending.json" ]; }
 wait_for 60 "the boot unit to roll back" recovered
 rolled_back "power cut" "the host rebooted during its \`switch\` phase, before it was confirmed; found by \`labnode safe-switch --recover\`"
-note "power cut mid-confirmation: the boot unit rolled back on the next boot (detect ${detect}s incl. the reboot, recover ${recover}s)"
+never_boot "power cut" "sd-slow-$$"
+note "power cut mid-confirmation: generation 3 booted (the boot default never changed), its boot unit rolled the profile back (detect ${detect}s incl. the reboot, recover ${recover}s)"

@@ -119,13 +119,15 @@ impl Collector for RollbackCollector {
         for e in drills.errors() {
             tracing::warn!("snapshot store: {e}");
         }
-        let (mut ok, mut failed) = (0u64, 0u64);
+        let (mut ok, mut failed, mut refused) = (0u64, 0u64, 0u64);
         let mut last_drill = None;
         for r in drills.records() {
             match serde_json::from_value::<DrillRecord>(r.data.clone()) {
                 Ok(d) => {
                     if d.success {
                         ok += 1;
+                    } else if d.refused {
+                        refused += 1;
                     } else {
                         failed += 1;
                     }
@@ -139,11 +141,12 @@ impl Collector for RollbackCollector {
         }
         let drills_total = m.counter(
             "labnode_rollback_drills_total",
-            "Rollback drills recorded in the snapshot store, by result.",
+            "Rollback drills recorded in the snapshot store, by result (refused: nothing to roll back to).",
             Unit::Count,
         );
         drills_total.push(&[("result", "success")], ok as f64);
         drills_total.push(&[("result", "failure")], failed as f64);
+        drills_total.push(&[("result", "refused")], refused as f64);
 
         let (mut confirmed, mut rolled_back) = (0u64, 0u64);
         let mut last_switch = None;

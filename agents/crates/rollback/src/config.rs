@@ -330,12 +330,21 @@ impl Config {
         let mut names = BTreeSet::new();
         for (i, g) in self.gates.iter().enumerate() {
             let gate_key = format!("gates[{i}]");
+            // Located at the gate's own line (its `sub` key's when given), else at `gates:`.
+            let at_gate = |sub: Option<&str>, msg: String| {
+                let mut err = at("gates", msg);
+                if let Some((line, column)) = locate_gate(text, key, i, sub) {
+                    err.line = Some(line);
+                    err.column = Some(column);
+                }
+                err
+            };
             let kinds = g.kinds();
             if kinds.len() != 1 {
                 return Err(ConfigError {
                     key: Some(format!("{key}.{gate_key}")),
-                    ..at(
-                        "gates",
+                    ..at_gate(
+                        None,
                         format!(
                             "gate {} must have exactly one check (systemd_active, systemd_no_failed, systemd_jobs_empty, tcp, http, prometheus_targets, wireguard, zfs_pools, gpu or command); it has {}",
                             i + 1,
@@ -352,8 +361,8 @@ impl Config {
             if !valid_gate_name(&name) {
                 return Err(ConfigError {
                     key: Some(format!("{key}.{gate_key}.name")),
-                    ..at(
-                        "gates",
+                    ..at_gate(
+                        Some("name"),
                         format!("gate name {name:?}: use 1 to 64 letters, digits, '_', '-' or '.'"),
                     )
                 });
@@ -361,8 +370,8 @@ impl Config {
             if !names.insert(name.clone()) {
                 return Err(ConfigError {
                     key: Some(format!("{key}.{gate_key}.name")),
-                    ..at(
-                        "gates",
+                    ..at_gate(
+                        Some("name"),
                         format!(
                             "two gates are named {name:?}; give each its own `name` (gate {})",
                             i + 1
@@ -373,12 +382,71 @@ impl Config {
             if let Some(e) = g.check_values() {
                 return Err(ConfigError {
                     key: Some(format!("{key}.{gate_key}.{}", kinds[0])),
-                    ..at("gates", format!("gate {name:?}: {e}"))
+                    ..at_gate(Some(kinds[0]), format!("gate {name:?}: {e}"))
                 });
             }
         }
         Ok(())
     }
+}
+
+/// Line and column (1-based) of gate `index` in the block-style `SECTION.gates` sequence of
+/// `text`: of its `sub` key when that is found in the gate, else of the gate itself. `None`
+/// for a flow-style list or a sequence not found.
+fn locate_gate(
+    text: &str,
+    section: &str,
+    index: usize,
+    sub: Option<&str>,
+) -> Option<(usize, usize)> {
+    let (gates_line, _) = labnode_core::config::locate_key(text, &format!("{section}.gates"))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let gates_indent = indent_of(lines.get(gates_line - 1)?);
+    let mut item_indent = None;
+    let mut seen = 0;
+    let mut found: Option<(usize, usize)> = None;
+    for (n, line) in lines.iter().enumerate().skip(gates_line) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = indent_of(line);
+        let is_item = trimmed == "-" || trimmed.starts_with("- ");
+        if indent < gates_indent || (indent == gates_indent && !is_item) {
+            break;
+        }
+        let item_at = *item_indent.get_or_insert(indent);
+        if is_item && indent == item_at {
+            if found.is_some() {
+                break;
+            }
+            seen += 1;
+            if seen == index + 1 {
+                let content = trimmed[1..].trim_start();
+                let column = indent + 1 + (trimmed.len() - content.len());
+                found = Some((n + 1, column));
+                if sub.is_some_and(|k| key_of(content) == Some(k)) {
+                    return found;
+                }
+            }
+            continue;
+        }
+        if found.is_some() && indent > item_at {
+            if sub.is_some_and(|k| key_of(trimmed) == Some(k)) {
+                return Some((n + 1, indent + 1));
+            }
+        } else if indent <= item_at && found.is_some() {
+            break;
+        }
+    }
+    found
+}
+
+/// The mapping key a YAML line starts with, if any.
+fn key_of(content: &str) -> Option<&str> {
+    let (k, _) = content.split_once(':')?;
+    Some(k.trim().trim_matches(|c| c == '"' || c == '\''))
 }
 
 fn valid_gate_name(n: &str) -> bool {
@@ -529,11 +597,30 @@ mod tests {
         assert!(e.message.contains("exactly one check"), "{e}");
         assert!(e.message.contains("tcp, http"), "{e}");
         assert_eq!(e.key.as_deref(), Some("rollback.gates[0]"));
-        assert_eq!(e.line, Some(2), "{e}");
+        assert_eq!(
+            (e.line, e.column),
+            (Some(3), Some(7)),
+            "the gate's own line: {e}"
+        );
 
         let e = check("rollback:\n  gates:\n    - tcp: 127.0.0.1:22\n    - tcp: 127.0.0.1:23\n")
             .expect_err("same name");
         assert!(e.message.contains("two gates are named \"tcp\""), "{e}");
+        assert_eq!(e.line, Some(4), "the second gate: {e}");
+
+        let e = check(
+            "rollback:\n  gates:\n  # a comment\n  - name: a\n    tcp: a:1\n  - name: b\n    timeout: 1s\n    http: {url: 'https://x/'}\n",
+        )
+        .expect_err("tls, in a sequence at the key's indentation");
+        assert_eq!(e.key.as_deref(), Some("rollback.gates[1].http"));
+        assert_eq!(
+            (e.line, e.column),
+            (Some(8), Some(5)),
+            "the check's line: {e}"
+        );
+
+        let e = check("rollback:\n  gates: [{tcp: localhost}]\n").expect_err("flow style");
+        assert_eq!(e.line, Some(2), "falls back to `gates:`: {e}");
 
         let e = check("rollback:\n  gates:\n    - http: {url: 'https://x/'}\n").expect_err("tls");
         assert!(e.message.contains("only http://"), "{e}");

@@ -29,6 +29,10 @@ pub struct Phases {
     /// From then until every gate is green.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gates_green: Option<f64>,
+    /// safe-switch only: `switch-to-configuration boot` once every gate was green, which
+    /// makes the confirmed generation the boot loader's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_default: Option<f64>,
 }
 
 impl Phases {
@@ -39,6 +43,7 @@ impl Phases {
             ("activation", self.activation),
             ("units_settled", self.units_settled),
             ("gates_green", self.gates_green),
+            ("boot_default", self.boot_default),
         ]
         .into_iter()
         .filter_map(|(n, v)| v.map(|v| (n, v)))
@@ -156,6 +161,10 @@ pub struct DrillRecord {
     /// Why it failed, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set when the drill was refused before changing anything (no previous generation):
+    /// counted under `result="refused"`, outside the success rate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// labnode's own cost.
     #[serde(default)]
     pub overhead: Overhead,
@@ -335,6 +344,7 @@ mod tests {
                 activation: Some(0.2),
                 units_settled: None,
                 gates_green: Some(2.0),
+                boot_default: None,
             },
             recovery_seconds: success.then_some(2.23),
             success,
@@ -368,6 +378,7 @@ mod tests {
             ended_on_start: true,
             interrupted: None,
             error: Some("web red".into()),
+            refused: false,
             overhead: Overhead::default(),
         };
         let m = r.metrics();

@@ -283,17 +283,19 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// One switch: flip, activate, settle, gates. `gate_deadline`: a bound on the gates
-    /// from the end of settling (safe-switch's confirm timeout).
+    /// One switch: flip, activate (`switch-to-configuration ACTION`), settle, gates.
+    /// `gate_deadline`: a bound on the gates from the end of settling (safe-switch's
+    /// confirm timeout).
     fn switch(
         &self,
         direction: &str,
         from: Option<u64>,
         flip: Flip,
         target: &Path,
+        action: &str,
         gate_deadline: Option<Duration>,
     ) -> Switch {
-        let sw = self.switch_inner(direction, from, flip, target, gate_deadline);
+        let sw = self.switch_inner(direction, from, flip, target, action, gate_deadline);
         if let Some(e) = &sw.error {
             tracing::warn!("{direction} to {}: {e}", target.display());
         }
@@ -306,6 +308,7 @@ impl<'a> Engine<'a> {
         from: Option<u64>,
         flip: Flip,
         target: &Path,
+        action: &str,
         gate_deadline: Option<Duration>,
     ) -> Switch {
         let p = self.ctx.progress;
@@ -360,7 +363,6 @@ impl<'a> Engine<'a> {
         ));
         // 2. Activation.
         let cfg = &self.ctx.cfg;
-        let action = cfg.activation_action().as_str();
         p.live(&format!(
             "{direction}: switch-to-configuration {action} ..."
         ));
@@ -561,7 +563,8 @@ impl<'a> Engine<'a> {
             MarkerKind::RollbackDrill => "rollforward",
             MarkerKind::SafeSwitch => "recover",
         };
-        let sw = self.switch(direction, Some(st.current), flip, &target, None);
+        let action = self.ctx.cfg.activation_action().as_str();
+        let sw = self.switch(direction, Some(st.current), flip, &target, action, None);
         let healthy = sw.success;
         let end_unix = state::now_unix();
         let ended_on = self.profile().ok().map(|s| s.current);
@@ -584,6 +587,7 @@ impl<'a> Engine<'a> {
                         && ended_on.is_some()
                         && ended_on == m.from.generation,
                     interrupted: Some(reason.clone()),
+                    refused: false,
                     error: Some(format!(
                         "interrupted: {reason}; {}",
                         if healthy {
@@ -689,11 +693,35 @@ pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunE
     let recovered_first = e.recover_if_marked("`labnode drill rollback` at its start")?;
     let st = e.profile()?;
     let Some(prev) = st.previous().cloned() else {
-        return Err(RunError::Refused(format!(
+        let why = format!(
             "{} has no generation older than the current one ({}): there is nothing to roll back to",
             st.profile.display(),
             st.current
-        )));
+        );
+        // Recorded, so that a host that cannot roll back shows up: a failed drill, counted
+        // as refused (outside the success rate).
+        let now = state::now_unix();
+        let record = DrillRecord {
+            profile: st.profile.clone(),
+            started_unix: now,
+            finished_unix: now,
+            start_generation: Some(st.current),
+            start_store_path: st
+                .current()
+                .map(|g| g.store_path.clone())
+                .unwrap_or_default(),
+            previous_generation: None,
+            directions: Vec::new(),
+            success: false,
+            ended_on_generation: Some(st.current),
+            ended_on_start: false,
+            interrupted: None,
+            error: Some(format!("refused: no previous generation ({why})")),
+            refused: true,
+            overhead: Overhead::default(),
+        };
+        e.finish(&ctx.out, &ctx.label, &record, None)?;
+        return Err(RunError::Refused(why));
     };
     e.check_running(&st)?;
     let start_gen: Generation = st
@@ -717,11 +745,13 @@ pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunE
     )?;
     let started_unix = marker.started_unix;
     e.state.set_phase(&mut marker, "rollback")?;
+    let action = ctx.cfg.activation_action().as_str();
     let back = e.switch(
         "rollback",
         Some(start_gen.number),
         Flip::Rollback,
         &prev.store_path,
+        action,
         None,
     );
     // Whatever happened, go back to where the drill started.
@@ -730,7 +760,14 @@ pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunE
     let now = e.profile()?;
     let flip = Flip::Generation(start_gen.number);
     let from = Some(now.current);
-    let forward = e.switch("rollforward", from, flip, &start_gen.store_path, None);
+    let forward = e.switch(
+        "rollforward",
+        from,
+        flip,
+        &start_gen.store_path,
+        action,
+        None,
+    );
     let end = e.profile()?;
     let running = profile::resolve(&ctx.cfg.current_system());
     let ended_on_start = end.current == start_gen.number
@@ -771,6 +808,7 @@ pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunE
         ended_on_start,
         interrupted: None,
         error,
+        refused: false,
         overhead: Overhead::since(cpu0, t0),
     };
     let snapshot = e.finish(&ctx.out, &ctx.label, &record, marker.guard_unit.as_deref())?;
@@ -911,21 +949,30 @@ pub fn safe_switch(
             generation: None,
             store_path: to.clone(),
         },
-        e.budget(1, Some(confirm_timeout)),
+        // One switch, then `switch-to-configuration boot`.
+        e.budget(1, Some(confirm_timeout)) + ctx.cfg.activation_timeout().as_secs_f64(),
         true,
     )?;
     let started_unix = marker.started_unix;
     e.state.set_phase(&mut marker, "switch")?;
-    let sw = e.switch(
+    // Confirmation runs the new generation with `test`: the boot loader's default stays the
+    // old, known-good generation, so a reboot before confirmation boots that one by itself.
+    let mut sw = e.switch(
         "switch",
         Some(from.number),
         Flip::Set(to.clone()),
         &to,
+        "test",
         Some(confirm_timeout),
     );
     if sw.to_generation.is_some() {
         marker.to.generation = sw.to_generation.filter(|n| *n != from.number);
         let _ = e.state.write_marker(&marker);
+    }
+    if sw.success {
+        // Every gate green: only now does the new generation become the boot default.
+        e.state.set_phase(&mut marker, "boot")?;
+        make_boot_default(ctx, &mut sw, &to);
     }
     let (outcome, reason, detect_seconds, recover_seconds, back) = if sw.success {
         (Outcome::Confirmed, None, None, None, None)
@@ -951,6 +998,7 @@ pub fn safe_switch(
             Some(now.current),
             Flip::Generation(from.number),
             &from.store_path,
+            ctx.cfg.activation_action().as_str(),
             None,
         );
         let recover = back.success.then(|| detected.elapsed().as_secs_f64());
@@ -987,6 +1035,37 @@ pub fn safe_switch(
         snapshot,
         recovered_first,
     })
+}
+
+/// After a confirmed switch: `switch-to-configuration boot` of `to` (the profile's current
+/// generation) makes it the boot loader's default, timed as the `boot_default` phase. A
+/// failure fails the switch, which is then rolled back.
+fn make_boot_default(ctx: &Context, sw: &mut Switch, to: &Path) {
+    let p = ctx.progress;
+    p.live("switch: switch-to-configuration boot ...");
+    let start = Instant::now();
+    match activate::run(to, "boot", ctx.cfg.activation_timeout()) {
+        Ok(a) => {
+            sw.phases.boot_default = Some(a.took.as_secs_f64());
+            p.step(&format!(
+                "switch: switch-to-configuration boot: the boot default ({})",
+                secs(a.took)
+            ));
+        }
+        Err(err) => {
+            sw.phases.boot_default = Some(start.elapsed().as_secs_f64());
+            sw.activation_output = err.output().to_vec();
+            sw.success = false;
+            sw.error = Some(format!(
+                "every gate was green, but making it the boot default failed: {err}"
+            ));
+            tracing::warn!("switch to {}: {err}", to.display());
+            p.step(&format!(
+                "switch: switch-to-configuration boot FAILED ({})",
+                secs(start.elapsed())
+            ));
+        }
+    }
 }
 
 /// `safe-switch --recover`: finishes (rolls back) an unfinished switch or drill. As a

@@ -15,6 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// The marker's file name in the state directory. modules/agents.nix conditions the boot
+/// unit on it (`ConditionPathExists=STATE_DIR/pending.json`): keep the two in step (a test
+/// checks).
+pub const MARKER_FILE: &str = "pending.json";
+
 /// Trouble with the state directory.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -232,7 +237,7 @@ impl StateDir {
     }
 
     fn marker_path(&self) -> PathBuf {
-        self.dir.join("pending.json")
+        self.dir.join(MARKER_FILE)
     }
 
     /// The marker, if there is one. Call with the lock held.
@@ -254,7 +259,7 @@ impl StateDir {
     pub fn write_marker(&self, m: &Marker) -> Result<(), StateError> {
         std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let p = self.marker_path();
-        let tmp = self.dir.join(".pending.json.tmp");
+        let tmp = self.dir.join(format!(".{MARKER_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(m).map_err(|e| StateError::BadMarker {
             path: p.clone(),
             why: e.to_string(),
@@ -323,6 +328,27 @@ pub fn instant_of(unix: f64) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_boot_unit_is_conditioned_on_this_marker() {
+        // The NixOS module is outside the crate: checked where the repository is whole.
+        let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../modules/agents.nix");
+        let Ok(text) = std::fs::read_to_string(&module) else {
+            return;
+        };
+        let default = format!("or \"{}\"", crate::config::DEFAULT_STATE_DIR);
+        let condition = format!("ConditionPathExists = \"${{stateDir}}/{MARKER_FILE}\"");
+        assert!(
+            text.contains(&default),
+            "{}: no {default}",
+            module.display()
+        );
+        assert!(
+            text.contains(&condition),
+            "{}: no {condition}",
+            module.display()
+        );
+    }
 
     fn marker() -> Marker {
         Marker {
