@@ -3,12 +3,15 @@
 # tests/zfs). The guest (tests/zfs/guest/acceptance.sh) builds a zstd pool with 3 datasets,
 # compressible data and 200 snapshots, and a mirror with real checksum errors (one side
 # overwritten, then scrubbed) and one side offline; it runs the drill (and its refusals),
-# exports a pool while labnode runs and unloads the module. Here the host compares every
+# a snapshot enumeration slower than the collector's deadline under labnode serve, exports
+# every pool while labnode runs (no pools), and unloads the module under the running agent.
+# Here the host compares every
 # value labnode exported with what the ZFS CLI printed for the same objects on a quiet pool,
 # checks the exposition with promtool, and serves it to a real Prometheus loaded with the
 # shipped ZFS rules and recording rules to run every panel query of the ZFS dashboard.
 . "$(dirname "$0")/../lib/common.sh"
 here=$(cd "$(dirname "$0")/../.." && pwd)
+t0=$SECONDS
 
 vm="$T/vm"
 if [ -n "${LABNODE_ZFS_VM_RESULTS:-}" ]; then # reuse a guest run (developing the checks)
@@ -145,12 +148,41 @@ note "drill: $(head -n 1 "$vm/drill.out")"
 note "drill refusals: non-scratch exits 2, a concurrent second drill exits 1 (asserted in the guest)"
 jq -e '.collectors[0].up == false and (.collectors[0].error | test("ZFS modules"))' "$vm/nozfs.json" >/dev/null ||
   fail "without /dev/zfs: $(jq -c .collectors "$vm/nozfs.json")"
+jq -e '.samples | map(select(.metric == "labnode_zfs_snapshots" and .labels.dataset == "tank/a")) | .[0].value == 80' \
+  "$vm/first-collect.json" >/dev/null || fail "one-shot collect: tank/a has no snapshot count of 80"
+note "one-shot collect (default deadline): the first run has the snapshot series (tank/a: 80)"
+
+# The enumeration slower than the deadline: mid-enumeration the collector is up with its
+# pool series and the enumeration is in flight; afterwards the snapshot series are there.
+E="$vm/metrics-enumerating.prom"
+S="$vm/metrics-slow.prom"
+line() { awk -v s="$1" 'index($0, s" ") == 1 { print $NF; exit }' "$2"; }
+[ "$(line 'labnode_collector_up{collector="zfs"}' "$E")" = 1 ] || fail "mid-enumeration: collector not up"
+[ "$(line 'labnode_zfs_pool_state{pool="mirr",state="degraded"}' "$E")" = 1 ] || fail "mid-enumeration: no pool series"
+[ "$(line labnode_zfs_snapshot_enumeration_running "$E")" = 1 ] || fail "mid-enumeration: no enumeration running"
+[ -n "$(line labnode_zfs_snapshot_enumeration_running_seconds "$E")" ] || fail "mid-enumeration: no running_seconds"
+! grep -q '^labnode_zfs_snapshots{' "$E" || fail "mid-enumeration: snapshot series before the first enumeration finished"
+took=$(line labnode_zfs_snapshot_enumeration_duration_seconds "$S")
+run=$(line 'labnode_collector_duration_seconds{collector="zfs"}' "$S")
+awk -v t="$took" -v r="$run" 'BEGIN { exit !(t >= 4 && r < 2) }' || fail "enumeration took $took s, the run $run s (deadline 2s)"
+[ "$(line 'labnode_collector_failures_total{collector="zfs",reason="deadline"}' "$S")" = 0 ] || fail "deadline failures"
+[ "$(line 'labnode_zfs_snapshots{pool="tank",dataset="tank/a"}' "$S")" = 80 ] || fail "after the enumeration: tank/a not 80"
+note "enumeration slower than the deadline: it took ${took}s against a 2s deadline (runs wait for it up to 1s); the last run took ${run}s, the collector stayed up with its pool series, snapshot series once it finished"
+
+jq -e '.collectors[0].up == true and ([.samples[] | select(.labels.pool != null)] | length) == 0
+  and ([.samples[] | select(.metric == "labnode_zfs_arc_size_bytes")] | length) == 1' "$vm/nopools.json" >/dev/null ||
+  fail "no pools: $(jq -c '[.collectors, [.samples[] | select(.labels.pool != null)][0]]' "$vm/nopools.json")"
+note "no pools (module loaded): collect and serve have the collector up, ARC series, no pool= series"
+[ "$(line 'labnode_collector_up{collector="zfs"}' "$vm/metrics-nomodule.prom")" = 0 ] || fail "module unloaded: collector not down"
+note "module unloaded under the running agent (rmmod zfs spl succeeded); it reports the collector down: $(grep -o 'collector down: .*' "$vm/serve.log" | head -n 1 | cut -c1-80)"
 note "no /dev/zfs: collect records the zfs collector down with: $(jq -r .collectors[0].error "$vm/nozfs.json")"
 note "$checked values compared with the ZFS CLI"
 
 # 8. promtool, then a real Prometheus with the shipped rules over the guest's exposition.
-promtool check metrics <"$M" >"$T/promtool.log" 2>&1 || fail "promtool check metrics: $(cat "$T/promtool.log")"
-[ ! -s "$T/promtool.log" ] || fail "promtool check metrics warns: $(cat "$T/promtool.log")"
+for f in "$M" "$E" "$S"; do
+  promtool check metrics <"$f" >"$T/promtool.log" 2>&1 || fail "promtool check metrics ($(basename "$f")): $(cat "$T/promtool.log")"
+  [ ! -s "$T/promtool.log" ] || fail "promtool check metrics warns ($(basename "$f")): $(cat "$T/promtool.log")"
+done
 mkdir -p "$T/www"
 cp "$M" "$T/www/metrics"
 hport=$(free_port)
@@ -192,3 +224,4 @@ wait_for 30 "ZfsPoolNotOnline{pool=\"mirr\"}" pending
 firing=$(curl -fsS "http://127.0.0.1:$pport/api/v1/alerts" | jq -r '[.data.alerts[].labels.alertname] | unique | join(",")')
 [ "$firing" = ZfsPoolNotOnline ] || fail "alerts active: $firing; want only ZfsPoolNotOnline (scrubbed, fresh snapshots, pools nearly empty)"
 note "the shipped rules: ZfsPoolNotOnline goes pending for the degraded mirror; no other ZFS alert is active"
+note "time: zfs_vm $((SECONDS - t0))s in all; the VM $(sed -n 's/.* finished in \([0-9]*s\).*/\1/p' "$T/run-vm.log" | tail -n 1) (boot, acceptance.sh, results), of which acceptance.sh $(cat "$vm/elapsed" 2>/dev/null || echo '?')s"

@@ -3,10 +3,12 @@
 # runs labnode's collector and drill against them, and leaves in /results what the host
 # side (tests/system/zfs_vm.sh) compares: the CLI's view (zpool get -Hp, zfs get -Hp,
 # zfs list -t snapshot -Hp, zpool status -p) and labnode's /metrics, taken back to back
-# on a quiet pool. Checks that need the guest (drill refusals, a pool vanishing, no
-# /dev/zfs) are asserted here; every step is logged to /results/guest.log.
+# on a quiet pool. Checks that need the guest (drill refusals, a snapshot enumeration
+# slower than the deadline, a pool vanishing, no pools, the module unloaded under a running
+# agent, no /dev/zfs) are asserted here; every step is logged to /results/guest.log.
 set -eu
 R=/results
+started=$(date +%s)
 S=/var/lib/labnode/snapshots
 # Each step also goes to the console, so a run that hangs shows where.
 step() { echo "== $(date +%s) $*" | tee /dev/ttyS0; }
@@ -132,6 +134,51 @@ done
 cat /proc/spl/kstat/zfs/arcstats >$R/arcstats.txt
 date +%s >$R/scrape-time.txt
 
+step "one-shot collect: a small pool's snapshots are in the first run (default deadline)"
+cat >/tmp/collect.yaml <<YAML
+collectors:
+  system: {enabled: false}
+  gpu: {enabled: false}
+YAML
+labnode collect --label first --collector zfs --config /tmp/collect.yaml --out /tmp/first >$R/first.out 2>&1 ||
+  fail "collect failed: $(cat $R/first.out)"
+cp /tmp/first/*.json $R/first-collect.json
+grep -q '"labnode_zfs_snapshots"' $R/first-collect.json || fail "the first collect has no snapshot series"
+
+step "a snapshot enumeration slower than the deadline (labnode serve, deadline 2s)"
+# The enumeration of the 200 real snapshots, delayed by 4 s (test-only variable: this VM
+# cannot create the thousands of snapshots that take that long in the test's time).
+sed -e 's/127.0.0.1:9466/127.0.0.1:9467/' -e 's/deadline: 1s/deadline: 2s/' -e 's/interval: 1s/interval: 2s/' \
+  /tmp/labnode.yaml >/tmp/slow.yaml
+grep -q 'deadline: 2s' /tmp/slow.yaml || fail "slow.yaml: $(cat /tmp/slow.yaml)"
+LABNODE_ZFS_TEST_ENUMERATION_DELAY=4 labnode serve --config /tmp/slow.yaml >$R/serve-slow.log 2>&1 &
+slow=$!
+seen_running=0
+n=0
+while :; do
+  n=$((n + 1))
+  [ $n -lt 100 ] || fail "the slow enumeration never finished: $(cat $R/serve-slow.log)"
+  kill -0 $slow 2>/dev/null || fail "labnode serve exited: $(cat $R/serve-slow.log)"
+  sleep 0.3
+  wget -q -O /tmp/s.prom http://127.0.0.1:9467/metrics 2>/dev/null || continue
+  grep -q '^labnode_collector_up{collector="zfs"}' /tmp/s.prom || continue # no run ended yet
+  grep -q '^labnode_collector_up{collector="zfs"} 1' /tmp/s.prom ||
+    fail "collector down while the enumeration runs: $(grep 'collector down' $R/serve-slow.log)"
+  grep -q '^labnode_zfs_pool_state{pool="tank",state="online"} 1' /tmp/s.prom || fail "no pool series while the enumeration runs"
+  if grep -q '^labnode_zfs_snapshots{' /tmp/s.prom; then break; fi
+  grep -q '^labnode_zfs_snapshot_enumeration_running 1' /tmp/s.prom || fail "no snapshot series and no enumeration running"
+  [ $seen_running = 1 ] || cp /tmp/s.prom $R/metrics-enumerating.prom
+  seen_running=1
+done
+cp /tmp/s.prom $R/metrics-slow.prom
+[ $seen_running = 1 ] || fail "never saw the enumeration in flight"
+grep -q '^labnode_zfs_snapshots{pool="tank",dataset="tank/a"} 80' $R/metrics-slow.prom || fail "tank/a: $(grep 'dataset="tank/a"' $R/metrics-slow.prom)"
+awk '$1 == "labnode_zfs_snapshot_enumeration_duration_seconds" { v = $2; found = 1 } END { exit !(found && v >= 4) }' $R/metrics-slow.prom ||
+  fail "enumeration duration: $(grep enumeration_duration $R/metrics-slow.prom)"
+grep -q '^labnode_collector_failures_total{collector="zfs",reason="deadline"} 0' $R/metrics-slow.prom || fail "deadline failures"
+kill $slow
+wait $slow 2>/dev/null || true
+
 step "a pool vanishes while labnode runs"
 zpool export mirr
 sleep 2.5
@@ -139,15 +186,46 @@ scrape $R/metrics-after-export.prom
 grep -q 'labnode_collector_up{collector="zfs"} 1' $R/metrics-after-export.prom || fail "collector down after the export"
 if grep -q 'pool="mirr"' $R/metrics-after-export.prom; then fail "mirr series still exported after its export"; fi
 grep -q 'labnode_zfs_pool_state{pool="tank",state="online"} 1' $R/metrics-after-export.prom || fail "tank lost"
+
+step "no pools: every pool exported, the module loaded"
+zpool export tank
+[ -z "$(zpool list -H -o name)" ] || fail "pools left: $(zpool list -H -o name)"
+labnode collect --label nopools --collector zfs --config /tmp/collect.yaml --out /tmp/nopools >$R/nopools.out 2>&1 ||
+  fail "collect with no pools failed: $(cat $R/nopools.out)"
+cp /tmp/nopools/*.json $R/nopools.json
+grep -q '"up": true' $R/nopools.json || fail "collector down with no pools: $(cat $R/nopools.out)"
+if grep -q '"pool":' $R/nopools.json; then fail "pool series with no pools"; fi
+sleep 1.5 # a run of the agent after the export
+scrape $R/metrics-nopools.prom
+grep -q 'labnode_collector_up{collector="zfs"} 1' $R/metrics-nopools.prom || fail "serve: collector down with no pools"
+if grep -q 'pool="' $R/metrics-nopools.prom; then fail "serve: pool series with no pools"; fi
+
+step "the module unloaded under the running agent"
+# The agent closes /dev/zfs when a run finds no pools; a run may have it open for a moment.
+unload() {
+  n=0
+  until rmmod "$1" 2>$R/rmmod.err; do
+    n=$((n + 1))
+    [ $n -lt 25 ] || fail "cannot unload $1 under labnode serve: $(cat $R/rmmod.err)"
+    sleep 0.2
+  done
+}
+unload zfs
+unload spl
+[ ! -e /dev/zfs ] || fail "/dev/zfs still there"
+n=0
+until scrape $R/metrics-nomodule.prom && grep -q 'labnode_collector_up{collector="zfs"} 0' $R/metrics-nomodule.prom; do
+  n=$((n + 1))
+  [ $n -lt 30 ] || fail "the agent never reported the zfs collector down"
+  sleep 0.3
+done
+grep -q 'collector down: cannot open libzfs' $R/serve.log || fail "no reason logged: $(tail -n 5 $R/serve.log)"
 kill $serve
 wait $serve 2>/dev/null || true
 
 step "no /dev/zfs"
-zpool export tank
-rmmod zfs
-rmmod spl
-[ ! -e /dev/zfs ] || fail "/dev/zfs still there"
 labnode collect --label nozfs --collector zfs --out /tmp/nozfs >$R/nozfs.out 2>$R/nozfs.err || fail "collect without ZFS failed"
 grep -q 'collector zfs is down' $R/nozfs.err || fail "no reason given: $(cat $R/nozfs.err)"
 cp /tmp/nozfs/*.json $R/nozfs.json
+echo $(($(date +%s) - started)) >$R/elapsed
 step "done"

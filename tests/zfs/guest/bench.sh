@@ -3,7 +3,8 @@
 # snapshots each, then, in the same boot and alternating, ROUNDS runs of each contender:
 #   cli      zfs list -t snapshot -o name,creation -Hp        (the reference)
 #   labnode  labnode collect --collector zfs: a whole process, pools, datasets, ARC and
-#            the snapshot enumeration, writing a snapshot file
+#            the snapshot enumeration (on its own thread; the 1 h deadline below lets the
+#            run wait for all of it), writing a snapshot file
 #   summary  the collector's enumeration alone, in-process (snapshot_enum summary)
 #   full     in-process, every snapshot's properties fetched (snapshot_enum full)
 # Writes /results/bench.tsv: contender, round, seconds, snapshots (or lines) seen; every

@@ -4,11 +4,14 @@
 //! (our own bindings, `labnode-zfs-sys`, generated at build time); the ARC from
 //! `/proc/spl/kstat/zfs/arcstats`; the newest `zfs_drill` record per dataset from the
 //! snapshot store. Snapshot enumeration, the expensive part, runs on its own slower
-//! interval and its cost is a metric. Built without the `libzfs` feature (the static
+//! interval in the background (so a big pool cannot make a run overrun its deadline) and
+//! its cost is a metric. Built without the `libzfs` feature (the static
 //! binary for hosts without libzfs), the collector exports the ARC and drill records only.
 
 pub mod arc;
 pub mod drill;
+#[cfg(feature = "libzfs")]
+pub mod enumeration;
 pub mod export;
 #[cfg(feature = "libzfs")]
 pub mod libzfs;
@@ -22,10 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use labnode_core::config::{Deadline, Interval, Period};
 use labnode_core::snapshot::{RecordIndex, Store};
-use labnode_core::{CollectError, Collector, Metrics, Unit};
+use labnode_core::{CollectError, Collector, Metrics};
 use serde::Deserialize;
-
-use crate::model::SnapshotSummary;
 
 /// Where the ARC kstats are by default.
 pub const DEFAULT_KSTAT_DIR: &str = "/proc/spl/kstat/zfs";
@@ -38,7 +39,8 @@ pub struct Config {
     pub enabled: Option<bool>,
     /// Poll interval for pools, datasets and the ARC (default 15s).
     pub interval: Option<Interval>,
-    /// Deadline of one run, snapshot enumeration included (default 10s).
+    /// Deadline of one run (default 10s). A snapshot enumeration runs in the background
+    /// and is waited for until half of it has passed.
     pub deadline: Option<Deadline>,
     /// How often snapshots are enumerated (default 5m; at least the interval).
     pub snapshot_interval: Option<Interval>,
@@ -59,30 +61,22 @@ impl Config {
     pub fn deadline(&self) -> Duration {
         self.deadline.map_or(Duration::from_secs(10), Period::get)
     }
-    /// How often snapshots are enumerated.
+    /// How often snapshots are enumerated (never more often than the poll interval).
     pub fn snapshot_interval(&self) -> Duration {
         self.snapshot_interval
             .map_or(Duration::from_secs(300), Period::get)
+            .max(self.interval())
     }
-}
-
-/// The last snapshot enumeration.
-#[derive(Debug, Default)]
-#[cfg_attr(not(feature = "libzfs"), allow(dead_code))]
-struct SnapshotCache {
-    done_at: Option<Instant>,
-    done_at_unix: f64,
-    duration: Duration,
-    snapshots: u64,
-    runs: u64,
-    summaries: Vec<SnapshotSummary>,
 }
 
 #[derive(Debug)]
 struct State {
+    /// The runs' libzfs handle, kept while there are pools; closed when a run finds none or
+    /// fails, so an idle agent does not hold `/dev/zfs` open (and pin the zfs module).
     #[cfg(feature = "libzfs")]
     lib: Option<libzfs::LibZfs>,
-    snapshots: SnapshotCache,
+    #[cfg(feature = "libzfs")]
+    snapshots: enumeration::Enumerations,
     records: Option<RecordIndex>,
 }
 
@@ -92,7 +86,6 @@ struct State {
 pub struct ZfsCollector {
     interval: Duration,
     deadline: Duration,
-    snapshot_interval: Duration,
     kstat_dir: PathBuf,
     state: Mutex<State>,
 }
@@ -112,7 +105,6 @@ impl ZfsCollector {
         ZfsCollector {
             interval: cfg.interval(),
             deadline: cfg.deadline(),
-            snapshot_interval: cfg.snapshot_interval().max(cfg.interval()),
             kstat_dir: cfg
                 .kstat_dir
                 .clone()
@@ -120,7 +112,8 @@ impl ZfsCollector {
             state: Mutex::new(State {
                 #[cfg(feature = "libzfs")]
                 lib: None,
-                snapshots: SnapshotCache::default(),
+                #[cfg(feature = "libzfs")]
+                snapshots: enumeration::Enumerations::new(cfg.snapshot_interval()),
                 records: snapshot_dir.map(|d| RecordIndex::new(Store::new(d), drill::RECORD_KIND)),
             }),
         }
@@ -146,40 +139,18 @@ impl ZfsCollector {
         }
     }
 
-    fn snapshot_cost(cache: &SnapshotCache, m: &mut Metrics) {
-        if cache.runs == 0 {
-            return;
-        }
-        m.gauge(
-            "labnode_zfs_snapshot_enumeration_duration_seconds",
-            "How long the last snapshot enumeration took (in-process through libzfs).",
-            Unit::Seconds,
-        )
-        .push(&[], cache.duration.as_secs_f64());
-        m.gauge(
-            "labnode_zfs_snapshot_enumeration_timestamp_seconds",
-            "When the last snapshot enumeration finished: snapshot counts and ages are as of then.",
-            Unit::Timestamp,
-        )
-        .push(&[], cache.done_at_unix);
-        m.gauge(
-            "labnode_zfs_snapshot_enumerated",
-            "Snapshots the last enumeration visited, over all datasets.",
-            Unit::Count,
-        )
-        .push(&[], cache.snapshots as f64);
-        m.counter(
-            "labnode_zfs_snapshot_enumerations_total",
-            "Snapshot enumerations run since the agent started.",
-            Unit::Count,
-        )
-        .push(&[], cache.runs as f64);
-    }
-
+    /// Pools, datasets and the snapshot summaries. The snapshot enumeration runs in the
+    /// background (see [`enumeration`]); this run waits for one in flight only until half
+    /// its deadline has passed since `run_started`, so it never overruns because of it.
     #[cfg(feature = "libzfs")]
-    fn collect_libzfs(&self, state: &mut State, m: &mut Metrics) -> Result<(), CollectError> {
+    fn collect_libzfs(
+        &self,
+        state: &mut State,
+        m: &mut Metrics,
+        run_started: Instant,
+    ) -> Result<(), CollectError> {
         if state.lib.is_none() {
-            state.lib = Some(libzfs::LibZfs::open()?);
+            state.lib = Some(libzfs::LibZfs::open_loaded()?);
         }
         let Some(lib) = state.lib.as_ref() else {
             return Ok(());
@@ -193,33 +164,59 @@ impl ZfsCollector {
                 return Err(e.into());
             }
         };
+        if pools.is_empty() {
+            // Nothing to watch: close /dev/zfs so the module can be unloaded under us.
+            state.lib = None;
+        }
         export::pools(m, &pools);
         export::datasets(m, &datasets);
-        let due = state
-            .snapshots
-            .done_at
-            .is_none_or(|t| t.elapsed() >= self.snapshot_interval);
-        if due {
-            let started = Instant::now();
-            let mut summaries = Vec::with_capacity(datasets.len());
-            for d in &datasets {
-                match lib.snapshot_summary(&d.name) {
-                    Ok(s) => summaries.push(s),
-                    // Destroyed since it was listed: it simply has no series.
-                    Err(e) => tracing::debug!("{e}"),
-                }
-            }
-            let c = &mut state.snapshots;
-            c.duration = started.elapsed();
-            c.done_at = Some(Instant::now());
-            c.done_at_unix = unix_now();
-            c.snapshots = summaries.iter().map(|s| s.count).sum();
-            c.runs += 1;
-            c.summaries = summaries;
+        let enums = &mut state.snapshots;
+        enums.poll(Instant::now());
+        if enums.due() && !datasets.is_empty() {
+            let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
+            enums.start(move || enumerate(names));
         }
-        export::snapshots(m, &state.snapshots.summaries, &datasets, unix_now());
+        enums.poll(run_started + self.deadline / 2);
+        enums.export(m);
+        if let Some(last) = enums.last() {
+            export::snapshots(m, &last.summaries, &datasets, unix_now());
+        }
         Ok(())
     }
+}
+
+/// Test-only: seconds every snapshot enumeration waits before it starts, to make it slower
+/// than a run's deadline without creating thousands of snapshots (the ZFS test VM cannot
+/// create them in the test's time). Never set in production.
+pub const TEST_ENUMERATION_DELAY_ENV: &str = "LABNODE_ZFS_TEST_ENUMERATION_DELAY";
+
+/// One snapshot enumeration of `datasets`, on its own libzfs handle (closed at the end).
+#[cfg(feature = "libzfs")]
+fn enumerate(datasets: Vec<String>) -> enumeration::Outcome {
+    if let Ok(v) = std::env::var(TEST_ENUMERATION_DELAY_ENV) {
+        match v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        {
+            Some(d) => std::thread::sleep(d),
+            None => tracing::warn!(
+                "{TEST_ENUMERATION_DELAY_ENV}={v:?} is not a number of seconds; ignored"
+            ),
+        }
+    }
+    let lib = libzfs::LibZfs::open_loaded().map_err(|e| e.to_string())?;
+    let mut summaries = Vec::with_capacity(datasets.len());
+    for d in &datasets {
+        match lib.snapshot_summary(d) {
+            Ok(s) => summaries.push(s),
+            // Destroyed (or its pool exported) since it was listed: it has no series.
+            Err(e) => {
+                tracing::info!(dataset = %d, "cannot enumerate the snapshots of {d}, left out: {e}")
+            }
+        }
+    }
+    Ok(summaries)
 }
 
 impl Collector for ZfsCollector {
@@ -233,12 +230,14 @@ impl Collector for ZfsCollector {
         self.deadline
     }
     fn collect(&self) -> Result<Metrics, CollectError> {
+        let started = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut m = Metrics::new();
         #[cfg(feature = "libzfs")]
-        self.collect_libzfs(&mut state, &mut m)?;
+        self.collect_libzfs(&mut state, &mut m, started)?;
+        #[cfg(not(feature = "libzfs"))]
+        let _ = started;
         arc::read(&self.kstat_dir)?.export(&mut m);
-        Self::snapshot_cost(&state.snapshots, &mut m);
         Self::drill_records(&mut state, &mut m);
         Ok(m)
     }
@@ -254,14 +253,11 @@ mod tests {
         assert!(c.enabled());
         assert_eq!(c.interval(), Duration::from_secs(15));
         assert_eq!(c.snapshot_interval(), Duration::from_secs(300));
-        let z = ZfsCollector::new(
-            &Config {
-                interval: Some(Period(Duration::from_secs(600))),
-                ..Config::default()
-            },
-            None,
-        );
-        assert_eq!(z.snapshot_interval, Duration::from_secs(600));
+        let c = Config {
+            interval: Some(Period(Duration::from_secs(600))),
+            ..Config::default()
+        };
+        assert_eq!(c.snapshot_interval(), Duration::from_secs(600));
     }
 
     #[cfg(not(feature = "libzfs"))]

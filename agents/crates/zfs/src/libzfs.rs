@@ -8,6 +8,7 @@
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
+use std::sync::{Mutex, MutexGuard};
 
 use labnode_zfs_sys as sys;
 
@@ -53,7 +54,21 @@ fn os_error(code: c_int) -> String {
     std::io::Error::from_raw_os_error(code).to_string()
 }
 
-/// One open libzfs handle (which opens `/dev/zfs`).
+/// Where a loaded zfs module shows up (libzfs checks the same directory).
+const ZFS_MODULE_DIR: &str = "/sys/module/zfs";
+
+/// Serialises `libzfs_init` and `libzfs_fini` across threads: they set up and tear down
+/// process-wide state (the property tables, libzfs_core's descriptor, fletcher-4), and
+/// the collector opens one handle per thread (its runs and the snapshot enumeration).
+static INIT: Mutex<()> = Mutex::new(());
+
+fn init_lock() -> MutexGuard<'static, ()> {
+    // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+    INIT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One open libzfs handle (which opens `/dev/zfs`). Dropping it closes `/dev/zfs`, so a
+/// process that holds none does not pin the zfs module.
 #[derive(Debug)]
 pub struct LibZfs {
     h: NonNull<sys::libzfs_handle_t>,
@@ -66,6 +81,7 @@ unsafe impl Send for LibZfs {}
 
 impl Drop for LibZfs {
     fn drop(&mut self) {
+        let _init = init_lock();
         // SAFETY: the handle came from libzfs_init and every handle derived from it was
         // closed (their guards borrow `self`).
         unsafe { sys::libzfs_fini(self.h.as_ptr()) }
@@ -210,12 +226,15 @@ fn describe(h: *mut sys::libzfs_handle_t) -> String {
 impl LibZfs {
     /// Opens libzfs (and `/dev/zfs`).
     pub fn open() -> Result<Self, ZfsError> {
+        let init = init_lock();
         // SAFETY: libzfs_init has no preconditions; on failure it sets errno.
         let h = unsafe { sys::libzfs_init() };
+        // errno at once, before any other call can change it.
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        drop(init);
         match NonNull::new(h) {
             Some(h) => Ok(LibZfs { h }),
             None => {
-                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
                 // SAFETY: libzfs_error_init returns a static string for any errno.
                 let msg = unsafe { copy_str(sys::libzfs_error_init(errno)) }
                     .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -224,6 +243,19 @@ impl LibZfs {
                 Err(ZfsError::Init(msg))
             }
         }
+    }
+
+    /// Opens libzfs only if the zfs module is loaded (`/sys/module/zfs` exists). Unlike
+    /// [`Self::open`], it never makes libzfs run `modprobe zfs`: an agent does not load
+    /// kernel modules, and that fork and exec, on every run while the module is out, can
+    /// cost more than a run's deadline on a slow machine.
+    pub fn open_loaded() -> Result<Self, ZfsError> {
+        if !std::path::Path::new(ZFS_MODULE_DIR).exists() {
+            return Err(ZfsError::Init(format!(
+                "The ZFS modules are not loaded (no {ZFS_MODULE_DIR}). Try running 'modprobe zfs' as root to load them."
+            )));
+        }
+        Self::open()
     }
 
     fn call_err(&self, what: impl Into<String>) -> ZfsError {
@@ -269,7 +301,7 @@ impl LibZfs {
         if unsafe { sys::zpool_refresh_stats(zhp, &mut missing) } != 0
             || missing != sys::boolean_t_B_FALSE
         {
-            tracing::debug!(pool = %name, "pool went away while being read");
+            tracing::info!(pool = %name, "pool {name} went away while being read; its series are left out");
             return None;
         }
         let prop = |p: sys::zpool_prop_t| -> Option<String> {
@@ -451,7 +483,12 @@ impl LibZfs {
             let mut children = self.guard_all(children);
             if rc != 0 {
                 // A dataset destroyed meanwhile: keep what was read, skip its children.
-                tracing::debug!(dataset = %ds.name(), "cannot list children: {}", describe(self.h.as_ptr()));
+                let name = ds.name();
+                tracing::info!(
+                    dataset = %name,
+                    "cannot list the children of {name} (gone while being read?): {}",
+                    describe(self.h.as_ptr())
+                );
                 children.clear();
             }
             out.push(self.dataset_info(&ds));
