@@ -166,6 +166,12 @@ fn print_switches(switches: &[&Switch]) {
         if let Some(why) = &s.settle_skipped {
             println!("  {}: units_settled not measured: {why}", s.direction);
         }
+        if let Some(t) = s.phases.boot_default {
+            println!(
+                "  {}: made the boot default (switch-to-configuration boot) in {t:.3}s, after every gate was green",
+                s.direction
+            );
+        }
     }
 }
 
