@@ -110,6 +110,7 @@ jq '.gpus[0] += {power_period_s: 0.4, utilization_gpu_percent_before_init: 100, 
 cat >"$T/window.yaml" <<YAML
 collectors:
   gpu:
+    interval: 2s
     deadline: 2s
     window: 400ms
     library: $LABNODE_FAKE_NVML_LIB
