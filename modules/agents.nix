@@ -153,6 +153,9 @@
         "--wait"
         "--service-type=oneshot"
         "--property=After=network-online.target"
+        # The oneshot unit that runs this one waits for it: its start job is labnode's own,
+        # not an unsettled one (agents/crates/rollback/src/systemd.rs, PARENT_UNIT_ENV).
+        "--setenv=LABNODE_PARENT_UNIT=${lib.removeSuffix "-run" unit}.service"
         "--setenv=PATH=${lib.makeBinPath [config.nix.package config.systemd.package pkgs.coreutils]}"
         "--"
         labnode

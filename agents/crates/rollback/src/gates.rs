@@ -473,7 +473,7 @@ fn poll(
 pub struct Checker {
     env: Env,
     systemd: Option<Systemd>,
-    own_unit: Option<String>,
+    own_units: Vec<String>,
 }
 
 impl Checker {
@@ -482,7 +482,7 @@ impl Checker {
         Checker {
             env,
             systemd: None,
-            own_unit: crate::systemd::own_unit(),
+            own_units: crate::systemd::own_units(),
         }
     }
 
@@ -568,7 +568,7 @@ impl Checker {
             }
             _ => {
                 let all = sd.jobs().map_err(|e| e.to_string())?;
-                let jobs = crate::systemd::unsettled(&all, self.own_unit.as_deref());
+                let jobs = crate::systemd::unsettled(&all, &self.own_units);
                 if jobs.is_empty() {
                     Ok(())
                 } else {

@@ -395,13 +395,10 @@ impl<'a> Engine<'a> {
                 let interval = cfg
                     .poll_interval
                     .map_or(Duration::from_millis(100), |i| i.get());
-                let own = crate::systemd::own_unit();
+                let own = crate::systemd::own_units();
                 loop {
                     let all = sd.jobs();
-                    match all
-                        .as_ref()
-                        .map(|a| crate::systemd::unsettled(a, own.as_deref()))
-                    {
+                    match all.as_ref().map(|a| crate::systemd::unsettled(a, &own)) {
                         Ok(j) if j.is_empty() => {
                             sw.phases.units_settled = Some(settle_start.elapsed().as_secs_f64());
                             break;

@@ -88,6 +88,19 @@ pub fn own_unit() -> Option<String> {
     own_unit_in(&text)
 }
 
+/// The environment variable naming the unit that started this one and waits for it (the
+/// NixOS module's oneshot units start labnode with `systemd-run --wait`): its start job
+/// stays queued while labnode runs.
+pub const PARENT_UNIT_ENV: &str = "LABNODE_PARENT_UNIT";
+
+/// The units whose jobs are labnode's own: the one it runs in and the one waiting for it.
+pub fn own_units() -> Vec<String> {
+    let parent = std::env::var(PARENT_UNIT_ENV)
+        .ok()
+        .filter(|u| u.ends_with(".service") && !u.contains('/'));
+    own_unit().into_iter().chain(parent).collect()
+}
+
 fn own_unit_in(cgroup: &str) -> Option<String> {
     // The unified hierarchy (`0::`) or systemd's own v1 hierarchy (`name=systemd`).
     let path = cgroup
@@ -105,11 +118,12 @@ fn own_unit_in(cgroup: &str) -> Option<String> {
 }
 
 /// The jobs that mean "not settled yet": every queued job except those of `own` (a oneshot
-/// unit's start job stays queued while it runs: a drill from a timer, the boot unit) and
+/// unit's start job stays queued while it runs: a drill from a timer, the boot unit, and
+/// the unit that started labnode's and waits for it) and
 /// targets merely waiting (on `own`, or on jobs that are themselves counted).
-pub fn unsettled<'j>(jobs: &'j [Job], own: Option<&str>) -> Vec<&'j Job> {
+pub fn unsettled<'j>(jobs: &'j [Job], own: &[String]) -> Vec<&'j Job> {
     jobs.iter()
-        .filter(|j| Some(j.unit.as_str()) != own)
+        .filter(|j| !own.contains(&j.unit))
         .filter(|j| !(j.unit.ends_with(".target") && j.state == "waiting"))
         .collect()
 }
@@ -468,12 +482,17 @@ mod tests {
             unit_path: OwnedObjectPath::try_from("/org/freedesktop/systemd1/unit/x").expect("path"),
         };
         let jobs = vec![
+            job("labnode-recover-run.service", "running"),
             job("labnode-recover.service", "running"),
             job("multi-user.target", "waiting"),
             job("postgresql.service", "running"),
             job("network-online.target", "running"),
         ];
-        let left: Vec<&str> = unsettled(&jobs, Some("labnode-recover.service"))
+        let own = [
+            "labnode-recover-run.service".to_owned(),
+            "labnode-recover.service".to_owned(),
+        ];
+        let left: Vec<&str> = unsettled(&jobs, &own)
             .iter()
             .map(|j| j.unit.as_str())
             .collect();
