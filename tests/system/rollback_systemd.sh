@@ -75,6 +75,42 @@ for dir in rollback rollforward; do
 done
 [ "$(profile_gen "$profile")" = 2 ] && healthy "sd-v2-$$" || fail "the drill did not end on generation 2"
 
+# 1b. The drill as the NixOS module starts it: a oneshot unit runs labnode in a unit of its
+#     own and waits for it (the module: `systemd-run --wait`; here `systemctl start`, as
+#     there is no D-Bus daemon), so the parent's start job stays queued until labnode is
+#     done. With LABNODE_PARENT_UNIT (what the module sets) that job is labnode's own and
+#     the units settle; without it the same drill waits on it and fails at the settle timeout.
+module_drill() { # NAME CONFIG [LABNODE_PARENT_UNIT]
+  local name=$1 config=$2 parent=${3:-}
+  {
+    printf '[Service]\nType=oneshot\nEnvironment="PATH=%s"\n' "$PATH"
+    printf 'Environment="NIX_CONFIG=sandbox = false\\nbuild-users-group =\\nsubstituters ="\n'
+    [ -z "$parent" ] || printf 'Environment=LABNODE_PARENT_UNIT=%s\n' "$parent"
+    printf 'ExecStart=%s drill rollback --yes --config %s\n' "$LABNODE_BIN" "$config"
+  } | in_sd sh -c "cat >/run/labnode-units/$name-run.service"
+  printf '[Service]\nType=oneshot\nExecStart=%s start %s-run.service\n' "$(command -v systemctl)" "$name" |
+    in_sd sh -c "cat >/run/labnode-units/$name.service"
+  in_sd systemctl daemon-reload
+  in_sd systemctl start "$name.service"
+}
+module_drill labnode-drill-rollback "$T/labnode.yaml" labnode-drill-rollback.service \
+  >"$T/module-drill.txt" 2>&1 || fail "the drill under a oneshot parent failed: $(cat "$T/module-drill.txt"; record "$(newest)" rollback_drill '.directions[].error')"
+s=$(newest)
+[ "$(record "$s" rollback_drill .success)" = true ] || fail "the drill under a oneshot parent did not succeed"
+settled=$(record "$s" rollback_drill '.directions[0].phases.units_settled')
+[ "$settled" != null ] || fail "the drill under a oneshot parent has no units_settled phase"
+sed 's/^  gate_timeout: 20s$/  gate_timeout: 20s\n  settle_timeout: 3s/' "$T/labnode.yaml" >"$T/short-settle.yaml"
+grep -q 'settle_timeout: 3s' "$T/short-settle.yaml" || fail "could not shorten the settle timeout"
+if module_drill labnode-drill-noparent "$T/short-settle.yaml" >"$T/noparent.txt" 2>&1; then
+  fail "a drill under a oneshot parent it was not told about settled: the control case proves nothing"
+fi
+record "$(newest)" rollback_drill '.directions[].error' | grep -q 'labnode-drill-noparent.service' ||
+  fail "the control drill failed for another reason: $(record "$(newest)" rollback_drill '.directions[].error')"
+[ "$(profile_gen "$profile")" = 2 ] && healthy "sd-v2-$$" || fail "the control drill did not end on generation 2"
+# The failed control units would turn the no-failed gate red for the cases below.
+in_sd systemctl reset-failed labnode-drill-noparent.service labnode-drill-noparent-run.service
+note "under a oneshot parent (the module's shape): settled in ${settled}s with LABNODE_PARENT_UNIT; without it the parent's start job keeps it unsettled"
+
 # 2. safe-switch to a good generation: confirmed; its guard ran beside it.
 v3=$(web_generation "sd-v3-$$" ok "$D" "$port" systemd)
 bg switch-good in_sd "$LABNODE_BIN" safe-switch --to "$v3" --config "$T/labnode.yaml"
