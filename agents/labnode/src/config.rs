@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use labnode_core::Collector;
-use labnode_core::config::{self, ConfigError, Deadline, Period};
+use labnode_core::config::{self, ConfigError, Schedule};
 use serde::Deserialize;
-use std::time::Duration;
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
@@ -50,48 +49,16 @@ pub struct Collectors {
 impl Config {
     /// Loads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let (mut cfg, text): (Config, String) = config::load(path)?;
-        cfg.shorten_default_deadlines();
+        let (cfg, text): (Config, String) = config::load(path)?;
         cfg.check(path, &text)?;
         Ok(cfg)
-    }
-
-    /// A collector whose deadline is not given gets the default one, or its interval where
-    /// that is shorter (`interval: 1s` alone must not leave the default 5 s deadline).
-    fn shorten_default_deadlines(&mut self) {
-        fn shorten(deadline: &mut Option<Deadline>, (default, interval): (Duration, Duration)) {
-            if deadline.is_none() && default > interval {
-                *deadline = Some(Period(interval));
-            }
-        }
-        let c = &mut self.collectors;
-        if let Some(x) = c.system.as_mut() {
-            let d = (x.deadline(), x.interval());
-            shorten(&mut x.deadline, d);
-        }
-        if let Some(x) = c.gpu.as_mut() {
-            let d = (x.deadline(), x.interval());
-            shorten(&mut x.deadline, d);
-        }
-        if let Some(x) = c.zfs.as_mut() {
-            let d = (x.deadline(), x.interval());
-            shorten(&mut x.deadline, d);
-        }
-        if let Some(x) = c.net.as_mut() {
-            let d = (x.deadline(), x.interval());
-            shorten(&mut x.deadline, d);
-        }
-        if let Some(x) = c.rollback.as_mut() {
-            let d = (x.deadline(), x.interval());
-            shorten(&mut x.deadline, d);
-        }
     }
 
     /// Checks what the types alone cannot: relations between values.
     fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let c = &self.collectors;
         // The values in force (defaults included), and whether the deadline was given (one
-        // that was not is never longer than the interval: see shorten_default_deadlines).
+        // that was not is never longer than the interval: see Schedule::deadline).
         let schedules = [
             (
                 "system",
@@ -273,10 +240,10 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = config::parse(text, Path::new("labnode.yaml"))?;
-        cfg.shorten_default_deadlines();
+        let cfg: Config = config::parse(text, Path::new("labnode.yaml"))?;
         cfg.check(Path::new("labnode.yaml"), text)?;
         Ok(cfg)
     }

@@ -143,6 +143,35 @@ fn locate_repeat(text: &str, (line, column): (usize, usize)) -> Option<(usize, u
     None
 }
 
+/// The keys every collector section has (`enabled`, `interval`, `deadline`) and their
+/// defaults, in one place.
+pub trait Schedule {
+    /// The interval when none is given.
+    const DEFAULT_INTERVAL: Duration;
+    /// The deadline when none is given (shortened to the interval where that is shorter).
+    const DEFAULT_DEADLINE: Duration;
+    /// The section's `enabled`, `interval` and `deadline`, as written.
+    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>);
+
+    /// Whether the collector runs (default true).
+    fn enabled(&self) -> bool {
+        self.schedule().0.unwrap_or(true)
+    }
+    /// The poll interval in force.
+    fn interval(&self) -> Duration {
+        self.schedule()
+            .1
+            .map_or(Self::DEFAULT_INTERVAL, Period::get)
+    }
+    /// The deadline in force: the one given, else the default but never longer than the
+    /// interval (`interval: 1s` alone must not leave a 5 s deadline).
+    fn deadline(&self) -> Duration {
+        self.schedule()
+            .2
+            .map_or(Self::DEFAULT_DEADLINE.min(self.interval()), Period::get)
+    }
+}
+
 /// Finds the line and column of a dotted key in block-style YAML.
 pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
     let mut want = key.split('.');

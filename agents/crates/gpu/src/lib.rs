@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use labnode_core::config::{Deadline, Interval, Period};
+use labnode_core::config::{Deadline, Interval, Period, Schedule};
 use labnode_core::hub::fmt_duration;
 use labnode_core::{CollectError, Collector, Metrics, Unit};
 use nvml_wrapper::enum_wrappers::device::{
@@ -47,18 +47,11 @@ pub struct Config {
     pub window: Option<Period<50, 60_000>>,
 }
 
-impl Config {
-    /// Whether the collector is enabled.
-    pub fn enabled(&self) -> bool {
-        self.enabled.unwrap_or(true)
-    }
-    /// The sampling interval.
-    pub fn interval(&self) -> Duration {
-        self.interval.map_or(Duration::from_secs(1), Period::get)
-    }
-    /// The deadline of one run.
-    pub fn deadline(&self) -> Duration {
-        self.deadline.map_or(Duration::from_secs(1), Period::get)
+impl Schedule for Config {
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+    const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
+    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
+        (self.enabled, self.interval, self.deadline)
     }
 }
 

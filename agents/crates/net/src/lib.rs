@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use labnode_core::config::{Deadline, Interval, Period};
+use labnode_core::config::{Deadline, Interval, Schedule};
 use labnode_core::snapshot::{RecordIndex, Store};
 use labnode_core::{CollectError, Collector, Metrics, Unit};
 use serde::Deserialize;
@@ -50,18 +50,11 @@ pub struct Config {
     pub sys_root: Option<PathBuf>,
 }
 
-impl Config {
-    /// Whether the collector is enabled.
-    pub fn enabled(&self) -> bool {
-        self.enabled.unwrap_or(true)
-    }
-    /// The poll interval.
-    pub fn interval(&self) -> Duration {
-        self.interval.map_or(Duration::from_secs(15), Period::get)
-    }
-    /// The deadline of one run.
-    pub fn deadline(&self) -> Duration {
-        self.deadline.map_or(Duration::from_secs(5), Period::get)
+impl Schedule for Config {
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+    const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
+        (self.enabled, self.interval, self.deadline)
     }
 }
 

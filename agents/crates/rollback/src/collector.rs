@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use labnode_core::config::Schedule;
 use labnode_core::snapshot::{RecordIndex, Store};
 use labnode_core::{CollectError, Collector, Metrics, Unit};
 

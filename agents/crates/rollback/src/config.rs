@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use labnode_core::config::{ConfigError, Deadline, Interval, Period};
+use labnode_core::config::{ConfigError, Deadline, Interval, Period, Schedule};
 use serde::Deserialize;
 
 /// Default system profile.
@@ -206,18 +206,11 @@ pub struct CollectorConfig {
     pub deadline: Option<Deadline>,
 }
 
-impl CollectorConfig {
-    /// Whether the collector is enabled.
-    pub fn enabled(&self) -> bool {
-        self.enabled.unwrap_or(true)
-    }
-    /// The collection interval.
-    pub fn interval(&self) -> Duration {
-        self.interval.map_or(Duration::from_secs(15), Period::get)
-    }
-    /// The deadline of one run.
-    pub fn deadline(&self) -> Duration {
-        self.deadline.map_or(Duration::from_secs(5), Period::get)
+impl Schedule for CollectorConfig {
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+    const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
+        (self.enabled, self.interval, self.deadline)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use labnode_core::config::{Deadline, Interval, Period};
+use labnode_core::config::{Deadline, Interval, Period, Schedule};
 use labnode_core::host::{self, HostPaths};
 use labnode_core::{CollectError, Collector, Metrics, Unit};
 use serde::Deserialize;
@@ -36,20 +36,15 @@ pub struct Config {
     pub system_profile: Option<PathBuf>,
 }
 
-impl Config {
-    /// Whether the collector is enabled.
-    pub fn enabled(&self) -> bool {
-        self.enabled.unwrap_or(true)
+impl Schedule for Config {
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+    const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
+        (self.enabled, self.interval, self.deadline)
     }
-    /// The poll interval.
-    pub fn interval(&self) -> Duration {
-        self.interval.map_or(Duration::from_secs(15), Period::get)
-    }
-    /// The deadline of one run.
-    pub fn deadline(&self) -> Duration {
-        self.deadline.map_or(Duration::from_secs(5), Period::get)
-    }
+}
 
+impl Config {
     /// The paths facts are read from.
     pub fn paths(&self) -> HostPaths {
         let d = HostPaths::default();

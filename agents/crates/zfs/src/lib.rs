@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use labnode_core::config::{Deadline, Interval, Period};
+use labnode_core::config::{Deadline, Interval, Period, Schedule};
 use labnode_core::snapshot::{RecordIndex, Store};
 use labnode_core::{CollectError, Collector, Metrics};
 use serde::Deserialize;
@@ -48,19 +48,15 @@ pub struct Config {
     pub kstat_dir: Option<PathBuf>,
 }
 
+impl Schedule for Config {
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+    const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
+        (self.enabled, self.interval, self.deadline)
+    }
+}
+
 impl Config {
-    /// Whether the collector is enabled.
-    pub fn enabled(&self) -> bool {
-        self.enabled.unwrap_or(true)
-    }
-    /// The poll interval.
-    pub fn interval(&self) -> Duration {
-        self.interval.map_or(Duration::from_secs(15), Period::get)
-    }
-    /// The deadline of one run.
-    pub fn deadline(&self) -> Duration {
-        self.deadline.map_or(Duration::from_secs(10), Period::get)
-    }
     /// How often snapshots are enumerated (never more often than the poll interval).
     pub fn snapshot_interval(&self) -> Duration {
         self.snapshot_interval
