@@ -1,7 +1,7 @@
 //! Golden tests: fixed snapshot sets in, exact Markdown and JSON out.
 //!
 //! The fixtures under `tests/fixtures` follow the metric contract
-//! (`modules/monitoring/README.md`): `before` is a plain Debian host (system collector only,
+//! (`docs/metrics.md`): `before` is a plain Debian host (system collector only,
 //! the gpu collector down); `after` is the NixOS host with every collector, rollback drills,
 //! safe switches, ZFS drills and network benches; `candidate` is that host one release
 //! later with some rows worse (a WireGuard peer that never shook hands, the firewall's

@@ -1,5 +1,5 @@
 //! Turns what was read from ZFS into labnode's metric families (the names the metric
-//! contract in modules/monitoring/README.md fixes, plus the ones this collector adds).
+//! contract, docs/metrics.md, fixes).
 
 use labnode_core::{Metrics, Unit};
 
