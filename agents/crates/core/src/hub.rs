@@ -497,11 +497,14 @@ mod tests {
         let tasks = spawn_all(&collectors, &hub);
         tokio::time::sleep(Duration::from_millis(600)).await;
 
+        // A scrape reads the last results: it never waits for the collector that hangs for
+        // 1.5 s (the bound is far below that and far above a loaded machine's render).
         let started = Instant::now();
         let text = hub.render();
         assert!(
-            started.elapsed() < Duration::from_millis(50),
-            "render waited"
+            started.elapsed() < Duration::from_millis(500),
+            "render waited {:?}",
+            started.elapsed()
         );
         for t in &tasks {
             t.abort();

@@ -1030,9 +1030,12 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
         drop(l);
+        let start = Instant::now();
+        // The listener opens 400 ms in (later on a loaded builder: the test reads when).
         let opener = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(400));
-            TcpListener::bind(addr).expect("rebind")
+            let l = TcpListener::bind(addr).expect("rebind");
+            (l, start.elapsed().as_secs_f64())
         });
         let gates = vec![
             Gate {
@@ -1048,20 +1051,29 @@ mod tests {
                 check: Check::Command(vec!["true".into()]),
             },
         ];
-        let start = Instant::now();
         let live = Mutex::new(Vec::new());
         let r = run(&gates, &env(), start, None, &live);
-        let _listener = opener.join().expect("opener");
+        let (_listener, opened) = opener.join().expect("opener");
+        // Green once the late gate first passed: not before its port opened, and within a
+        // few polls after (the bound leaves room for a loaded machine, not for a gate that
+        // waited for its timeout).
         let green = r.green_at.expect("green").as_secs_f64();
-        assert!((0.4..0.6).contains(&green), "green at {green}");
+        assert!(
+            green >= opened && green < opened + 2.0,
+            "green at {green}, port open at {opened}"
+        );
         let late = &r.gates[0];
-        assert!(late.passed && late.checks >= 15, "{late:?}");
+        assert!(late.passed && late.checks >= 2, "{late:?}");
         assert!(
             late.first_pass_seconds
-                .is_some_and(|t| (0.4..0.6).contains(&t)),
-            "{late:?}"
+                .is_some_and(|t| t >= opened && t <= green),
+            "{late:?}, port open at {opened}"
         );
-        assert!(r.gates[1].first_pass_seconds.is_some_and(|t| t < 0.2));
+        assert!(
+            r.gates[1].first_pass_seconds.is_some_and(|t| t < opened),
+            "{:?}",
+            r.gates[1]
+        );
 
         let never = vec![Gate {
             name: "never".into(),
@@ -1072,10 +1084,14 @@ mod tests {
         let r = run(&never, &env(), Instant::now(), None, &live);
         assert_eq!(r.green_at, None);
         assert!(!r.gates[0].passed);
-        assert_eq!(r.gates[0].checks, 3);
+        // One check every 100 ms for 300 ms: 3, fewer when a check is slow to run.
+        let checks = r.gates[0].checks;
+        assert!((1..=3).contains(&checks), "{checks} checks");
         assert_eq!(r.red().len(), 1);
         assert!(
-            r.red()[0].starts_with("never (command) red after 3 checks: false exited"),
+            r.red()[0].starts_with(&format!(
+                "never (command) red after {checks} checks: false exited"
+            )),
             "{:?}",
             r.red()
         );
