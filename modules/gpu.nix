@@ -23,8 +23,10 @@ in {
 
     unfreePackages = lib.mkOption {
       type = lib.types.listOf lib.types.str;
-      default = ["nvidia-x11" "nvidia-settings" "nvidia-persistenced"];
-      description = "The unfree packages allowed (by name), and no other.";
+      # nixos-26.05 builds the closed kernel modules as their own package,
+      # nvidia-kernel-modules (tests/nix/unfree.nix checks the list against 26.05's names).
+      default = ["nvidia-x11" "nvidia-kernel-modules" "nvidia-settings" "nvidia-persistenced"];
+      description = "The unfree packages allowed, by `lib.getName`, and no other.";
     };
   };
 
@@ -36,6 +38,10 @@ in {
       }
     ];
 
+    # Both ways nixpkgs allows unfree packages: the list, which NixOS merges across modules
+    # (so a user's own list adds to it), and the predicate for releases that read only that
+    # (a predicate is not merged: the last definition wins).
+    nixpkgs.config.allowUnfreePackages = cfg.unfreePackages;
     nixpkgs.config.allowUnfreePredicate = pkg: lib.elem (lib.getName pkg) cfg.unfreePackages;
 
     # Loads the nvidia module set; this does not enable X (services.xserver.enable stays off).
