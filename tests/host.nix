@@ -24,6 +24,7 @@ in {
       self.nixosModules.default
       ../hosts/c220g5
       common.testSecrets
+      common.operatorStandIns
     ];
     disabledModules = [../hosts/c220g5/hardware.nix];
     labnode.inventory.nodes = inventory;
@@ -45,7 +46,6 @@ in {
     # take it over.
     systemd.network.networks."20-control".enable = false;
     labnode.secrets.sopsFile = lib.mkForce ../secrets/test-only/secrets.yaml;
-    labnode.base.sshAuthorizedKeys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHlabnodeTestOnlyNotARealKeyxxxxxxxxxxxxxxxx test-only"];
 
     # The drill: a previous generation that differs only in one /etc file, and the host's
     # rollback settings with its gates minus gpu and zfs_pools, activated with `test` (the
@@ -124,9 +124,9 @@ in {
 
     eventually("every target up", all_up)
 
-    # Sanoid's retention as the module sets it.
-    c220g5.succeed("grep -qx '\\[template_standard\\]' /etc/sanoid/sanoid.conf")
-    c220g5.succeed("grep -qx 'hourly=24' /etc/sanoid/sanoid.conf")
+    # Sanoid's retention as the module sets it, in the config the sanoid unit is given.
+    conf = sanoid_config(c220g5)
+    assert "[template_standard]" in conf and "hourly=24" in conf, conf
 
     # The stack listens on loopback only (or the WireGuard address) ...
     ports = {"9090", "9093", "9094", "3000", "9100", "9466", "9467", "9468", "9469", "9470", "9471"}

@@ -56,13 +56,14 @@ in {
     # It ran as the transient unit (which the switches cannot stop) and that run succeeded:
     # systemd-run --wait reports both in the journal of the unit that called it. (No pipe
     # into `grep -q`: under the driver's pipefail, journalctl's SIGPIPE would fail it.)
-    def drill_unit_log():
-        log = machine.succeed("journalctl -u labnode-drill-rollback.service -o cat --no-pager")
-        return log if "Finished with result:" in log else None
+    # (Not `log`: the driver defines it, typed as its logger.)
+    def drill_unit_journal():
+        text = machine.succeed("journalctl -u labnode-drill-rollback.service -o cat --no-pager")
+        return text if "Finished with result:" in text else None
 
-    log = eventually("systemd-run's report in the drill unit's journal", drill_unit_log, timeout=30)
-    assert "Running as unit: labnode-drill-rollback-run.service" in log, log
-    assert "Finished with result: success" in log, log
+    journal = eventually("systemd-run's report in the drill unit's journal", drill_unit_journal, timeout=30)
+    assert "Running as unit: labnode-drill-rollback-run.service" in journal, journal
+    assert "Finished with result: success" in journal, journal
     machine.succeed("grep -l rollback_drill /var/lib/labnode/snapshots/*.json")
 
     def drill(name):

@@ -74,9 +74,9 @@ in {
     machine.succeed("systemctl start --wait sanoid.service")
     machine.succeed("zfs list -H -t snapshot -o name tank/data | grep -q '@autosnap_.*_hourly'")
     # The module writes the INI with lib.generators.mkKeyValueDefault: `key=value`, no spaces.
-    machine.succeed("grep -qx 'hourly=24' /etc/sanoid/sanoid.conf")
-    machine.succeed("grep -qx 'daily=90' /etc/sanoid/sanoid.conf")
-    machine.succeed("grep -qx 'monthly=12' /etc/sanoid/sanoid.conf")
+    conf = sanoid_config(machine)
+    for line in ["hourly=24", "daily=90", "monthly=12"]:
+        assert line in conf, f"{line} not in the config sanoid is given: {conf}"
 
     # syncoid replicates to the replica dataset, which inherits labnode:protected.
     ${lib.concatMapStrings (u: ''
