@@ -15,7 +15,21 @@ in {
       type = lib.types.listOf lib.types.singleLineStr;
       default = [];
       example = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... admin@laptop"];
-      description = "SSH public keys allowed to log in as root (passwords are off, so without one nobody can log in; a build warns).";
+      description = ''
+        SSH public keys allowed to log in as root. Password login is off, so a system on which
+        no user has an SSH key cannot be logged into remotely: evaluation stops with an error
+        unless `allowNoSshKey` is set.
+      '';
+    };
+
+    allowNoSshKey = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = ''
+        Whether a system on which no user (root or any other) has an SSH authorized key may
+        evaluate. Off by default: on a remote node such a system locks everyone out at its
+        first boot. Set it only where another way in exists (a console, a VM test).
+      '';
     };
 
     nftables = lib.mkOption {
@@ -79,13 +93,20 @@ in {
   };
 
   config = lib.mkIf cfg.enable {
-    # A warning, not an assertion: the flake must evaluate in CI before an operator has
-    # put their key in; every build of such a system says it loudly.
-    warnings = lib.optional (cfg.sshAuthorizedKeys == []) ''
-      labnode.base.sshAuthorizedKeys is empty: password login is off, so nobody can log in
-      over SSH. Put your public key in hosts/<node>/operator.nix before installing.
-    '';
     assertions = [
+      {
+        # Any user's keys count (keys or keyFiles), root's from sshAuthorizedKeys included.
+        assertion =
+          cfg.allowNoSshKey
+          || lib.any (u: u.openssh.authorizedKeys.keys != [] || u.openssh.authorizedKeys.keyFiles != [])
+          (lib.attrValues config.users.users);
+        message = ''
+          No user of ${config.networking.hostName} has an SSH authorized key, and password
+          login is off: once installed, nobody could log in. Put your public key in
+          labnode.base.sshAuthorizedKeys (hosts/<node>/operator.nix), or set
+          labnode.base.allowNoSshKey = true where another way in exists.
+        '';
+      }
       {
         assertion = cfg.autoUpgrade.enable -> cfg.autoUpgrade.flake != null;
         message = "labnode.base.autoUpgrade.enable needs labnode.base.autoUpgrade.flake.";

@@ -3,18 +3,45 @@
 # `tank` (bulk data and the replicas of rpool's snapshots). The pools and datasets
 # themselves are declared by labnode.zfs in ./default.nix.
 #
-# CHECK BEFORE INSTALLING: which device is which. On the CloudLab image run
-#   lsblk -d -o NAME,ROTA,SIZE,MODEL     (ROTA 0 = the SSD)
-#   ls -l /dev/disk/by-id/               (stable names; prefer them)
-# and set `ssd` and `hdd` below. Both disks are erased.
-let
-  ssd = "/dev/sda";
-  hdd = "/dev/sdb";
+# The disks are named in ./operator.nix by their stable /dev/disk/by-id/ names (the order of
+# /dev/sdX is not fixed from boot to boot; both disks are erased). Evaluation stops while
+# either is unset, names something other than a whole disk under /dev/disk/by-id/, or both
+# are the same disk.
+{
+  config,
+  lib,
+  ...
+}: let
+  operator = import ./operator.nix;
+  unset = role: "/dev/disk/by-id/UNSET-${role}";
+  device = role:
+    if operator.disks.${role} or null == null
+    then unset role
+    else operator.disks.${role};
+  devices = config.disko.devices.disk;
+  wholeDisk = path: builtins.match "/dev/disk/by-id/[^/]+" path != null && builtins.match ".*-part[0-9]+" path == null;
 in {
+  assertions =
+    map (role: {
+      assertion = devices.${role}.device != unset role && wholeDisk devices.${role}.device;
+      message = ''
+        disko.devices.disk.${role}.device is ${devices.${role}.device}: set disks.${role} in
+        hosts/${config.networking.hostName}/operator.nix to the ${role}'s whole-disk name under
+        /dev/disk/by-id/ (on the node: `lsblk -d -o NAME,ROTA,SIZE,MODEL,SERIAL`, ROTA 0 is
+        the SSD; then `ls -l /dev/disk/by-id/` for the name pointing at it, not a -partN one).
+      '';
+    }) ["ssd" "hdd"]
+    ++ [
+      {
+        assertion = devices.ssd.device != devices.hdd.device;
+        message = "disko.devices.disk: ssd and hdd are the same device (${devices.ssd.device}).";
+      }
+    ];
+
   disko.devices.disk = {
     ssd = {
       type = "disk";
-      device = ssd;
+      device = lib.mkDefault (device "ssd");
       content = {
         type = "gpt";
         partitions = {
@@ -45,7 +72,7 @@ in {
     };
     hdd = {
       type = "disk";
-      device = hdd;
+      device = lib.mkDefault (device "hdd");
       content = {
         type = "gpt";
         partitions.zfs = {
