@@ -68,33 +68,40 @@ in {
 
       secrets = lib.mkMerge [
         (lib.mkIf wg.enable {
-          "wireguard/private-key".restartUnits = ["wireguard-${wg.interface}.service"];
+          "wireguard/private-key" = {};
         })
         (lib.mkIf grafanaOn {
-          "grafana/admin-password" = {
-            owner = "grafana";
-            restartUnits = ["grafana.service"];
-          };
-          "grafana/secret-key" = {
-            owner = "grafana";
-            restartUnits = ["grafana.service"];
-          };
+          "grafana/admin-password".owner = "grafana";
+          "grafana/secret-key".owner = "grafana";
         })
         (lib.mkIf mon.enable {
           "alertmanager/webhook-url" = {};
         })
         (lib.mkIf netServeOn {
-          "labnode/net-token".restartUnits = ["labnode-net-serve.service"];
+          "labnode/net-token" = {};
         })
       ];
 
       templates = lib.mkIf mon.enable {
-        "alertmanager.env" = {
-          content = "LABNODE_ALERT_WEBHOOK_URL=${config.sops.placeholder."alertmanager/webhook-url"}\n";
-          restartUnits = ["alertmanager.service"];
-        };
+        "alertmanager.env".content = "LABNODE_ALERT_WEBHOOK_URL=${config.sops.placeholder."alertmanager/webhook-url"}\n";
       };
     };
+
+    # A unit restarts when a secret it reads changes, by its own restart triggers: the hash
+    # of the sops file (sopsFileHash) is in its unit file, so a switch that brings a new sops
+    # file restarts it after the activation has written the new secrets. (Not sops-nix's
+    # restartUnits: it relies on the activation script's restart list, which nixos-26.05
+    # deprecates and 26.11 removes; docs/nixos/release-audit-26.05.md.)
+    systemd.services = let
+      after = names: extra: {restartTriggers = map (n: config.sops.secrets.${n}.sopsFileHash) names ++ extra;};
+    in
+      lib.mkMerge [
+        (lib.mkIf wg.enable {"wireguard-${wg.interface}" = after ["wireguard/private-key"] [];})
+        (lib.mkIf grafanaOn {grafana = after ["grafana/admin-password" "grafana/secret-key"] [];})
+        # The template's own text too: a change to it is a new environment file.
+        (lib.mkIf mon.enable {alertmanager = after ["alertmanager/webhook-url"] [config.sops.templates."alertmanager.env".content];})
+        (lib.mkIf netServeOn {labnode-net-serve = after ["labnode/net-token"] [];})
+      ];
 
     labnode.wireguard.privateKeyFile = lib.mkIf wg.enable (lib.mkDefault config.sops.secrets."wireguard/private-key".path);
     labnode.monitoring.grafana = lib.mkIf grafanaOn {

@@ -232,6 +232,10 @@ in {
       ];
 
     boot.supportedFilesystems.zfs = true;
+    # On, as NixOS has it before 26.11, and said so: nixos-26.05 warns while it is left at
+    # that default. The first boot imports a pool last imported by the installer's host id,
+    # which a strict import refuses, and a remote node would not boot.
+    boot.zfs.forceImportRoot = lib.mkDefault true;
     # Pools whose datasets are not in fileSystems are imported by name.
     boot.zfs.extraPools = lib.attrNames (lib.filterAttrs (_: p: !p.root) cfg.pools);
     boot.kernelParams = lib.optional (cfg.arcMaxBytes != null) "zfs.zfs_arc_max=${toString cfg.arcMaxBytes}";
