@@ -1206,7 +1206,10 @@ mod tests {
         // The metric contract (docs/metrics.md) lists every series of every collector; every
         // name the catalog reads must be in it. The package's source fileset carries the
         // file, so this runs in the Nix build as well.
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../docs/metrics.md");
+        // Read where cargo runs the test, not where it was compiled: a target directory shared
+        // by two checkouts must not read the other's file.
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+        let path = &format!("{dir}/../../../docs/metrics.md");
         let contract = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("the metric contract {path}: {e}"));
         let documented = |name: &str| {
