@@ -95,8 +95,11 @@ done
 [ "$(record "$s" rollback_drill .ended_on_start)" = true ] || fail "the record does not say it ended on the start generation"
 healthy "web-v2-$$" || fail "generation 2's service does not answer after the drill"
 grep -q "the generation it started from: verified" "$T/drill.txt" || fail "the drill did not report the verification"
-jq -e '[.samples[] | select(.metric == "labnode_rollback_phase_seconds")] | length == 6' "$s" >/dev/null ||
-  fail "the snapshot does not hold 3 phases x 2 directions: $(jq -c '[.samples[].metric]' "$s")"
+# flip, activation (`test`), gates, and the boot default (`boot` once green) per direction.
+jq -e '[.samples[] | select(.metric == "labnode_rollback_phase_seconds")] | length == 8' "$s" >/dev/null ||
+  fail "the snapshot does not hold 4 phases x 2 directions: $(jq -c '[.samples[].metric]' "$s")"
+[ "$(actions "web-v1-$$")" = "test boot" ] || fail "the rollback ran '$(actions "web-v1-$$")' on generation 1, not 'test boot'"
+[ "$(boot_default)" = "$v2" ] || fail "after the drill the boot loader's default is $(boot_default), not generation 2"
 cpu=$(record "$s" rollback_drill .overhead.cpu_seconds)
 note "ended on generation 2, verified; labnode's own CPU time ${cpu}s"
 

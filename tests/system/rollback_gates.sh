@@ -91,33 +91,54 @@ t=$(gate "$s" rollback targets first_pass_seconds)
 awk -v t="$t" 'BEGIN { exit !(t > 0.05 && t < 1.5) }' || fail "the targets gate passed at ${t}s: not waiting for a scrape after the switch?"
 note "all green: Prometheus targets (first pass ${t}s: the next 500 ms scrape), NVML (Tesla P4), WireGuard, ZFS, command"
 
-# red RUN GATE PATTERN: the drill RUN failed on GATE with a reason matching PATTERN.
+# red RUN GATE PATTERN FIX...: the drill RUN fails on GATE with a reason matching PATTERN.
+# The fault is on both generations, so the drill cannot end healthy: the marker stays, with
+# the reason, and nothing is recorded yet. Once FIX has cleared the fault, `safe-switch
+# --recover` (what the guard or the boot unit retries) ends it, and the drill's one record
+# says why its rollback failed.
 red() {
-  local rc=0
-  drill --label "$1" >"$T/$1.txt" 2>&1 || rc=$?
-  [ "$rc" = 1 ] || fail "$1: exit $rc, want 1: $(cat "$T/$1.txt")"
+  local rc=0 run=$1 gate=$2 pattern=$3 before
+  shift 3
+  before=$(newest_snapshot "$T/snaps")
+  drill --label "$run" >"$T/$run.txt" 2>&1 || rc=$?
+  [ "$rc" = 1 ] || fail "$run: exit $rc, want 1: $(cat "$T/$run.txt")"
+  [ "$(newest_snapshot "$T/snaps")" = "$before" ] || fail "$run: recorded while the host is not healthy"
+  jq -r .recovery.last_error "$T/state/pending.json" | grep -qE "$pattern" ||
+    fail "$run: the marker does not keep the reason: $(jq -c .recovery "$T/state/pending.json" 2>&1)"
+  "$@"
+  "$LABNODE_BIN" safe-switch --recover --config "$T/labnode.yaml" >"$T/$run-recover.txt" 2>&1 ||
+    fail "$run: recovery after the fix failed: $(cat "$T/$run-recover.txt")"
+  [ ! -e "$T/state/pending.json" ] || fail "$run: the marker is left after a healthy recovery"
+  set -- "$run" "$gate" "$pattern"
   s=$(newest_snapshot "$T/snaps")
   [ "$(gate "$s" rollback "$2" passed)" = false ] || fail "$1: gate $2 passed"
   why=$(gate "$s" rollback "$2" last_error)
   grep -qE "$3" <<<"$why" || fail "$1: gate $2 is red for another reason: $why"
   [ "$(profile_gen "$profile")" = 2 ] || fail "$1: not back on generation 2"
-  note "$1: $2 red: $why"
+  note "$1: $2 red: $why (marker kept until the fault was cleared, then recovered)"
 }
 
 # 2. Each gate red for its own reason.
+good_metrics() {
+  serve_metrics 'labnode_net_wireguard_peer_handshake_age_seconds{interface="wg0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 42' \
+    'labnode_zfs_pool_state{pool="tank",state="online"} 1' 'labnode_zfs_pool_state{pool="tank",state="degraded"} 0'
+}
 export LABNODE_FAKE_NVML_PROFILE="$P4/init-failure.json"
-red no-driver gpu "cannot initialise NVML: .*(Driver Not Loaded|driver is not loaded|DriverNotLoaded)"
+red no-driver gpu "cannot initialise NVML: .*(Driver Not Loaded|driver is not loaded|DriverNotLoaded)" \
+  export LABNODE_FAKE_NVML_PROFILE="$P4/tesla-p4.json"
 jq '.gpus[0].lost_if_exists = "'"$T/lost"'"' "$P4/tesla-p4.json" >"$T/lost-p4.json"
 touch "$T/lost"
 export LABNODE_FAKE_NVML_PROFILE="$T/lost-p4.json"
-red gpu-lost gpu "GPU 0: device fell off the bus"
+red gpu-lost gpu "GPU 0: device fell off the bus" rm "$T/lost"
 export LABNODE_FAKE_NVML_PROFILE="$P4/tesla-p4.json"
 serve_metrics 'labnode_net_wireguard_peer_handshake_age_seconds{interface="wg0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 600' \
+  'labnode_zfs_pool_state{pool="tank",state="online"} 1' 'labnode_zfs_pool_state{pool="tank",state="degraded"} 0'
+red stale-handshake wg "wg0: peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= last handshake 600s ago \(max 180s\)" good_metrics
+serve_metrics 'labnode_net_wireguard_peer_handshake_age_seconds{interface="wg0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 42' \
   'labnode_zfs_pool_state{pool="tank",state="online"} 0' 'labnode_zfs_pool_state{pool="tank",state="degraded"} 1'
-red stale-handshake wg "wg0: peer xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg= last handshake 600s ago \(max 180s\)"
-red degraded-pool zfs "^tank is DEGRADED$"
+red degraded-pool zfs "tank is DEGRADED" good_metrics
 config "    - name: gone" "      prometheus_targets: {url: \"http://127.0.0.1:$pport\", jobs: [gone]}"
-red target-down gone "gone/127.0.0.1:$dead down: .*connection refused"
+red target-down gone "gone/127.0.0.1:$dead down: .*connection refused" config
 
 # 3. Bad gate configuration: located, exit 2, nothing run.
 printf 'rollback:\n  gates:\n    - name: x\n      tcp: 127.0.0.1:1\n      http: {url: "http://127.0.0.1:1/"}\n' >"$T/bad.yaml"

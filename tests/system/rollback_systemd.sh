@@ -104,18 +104,25 @@ grep -q 'settle_timeout: 3s' "$T/short-settle.yaml" || fail "could not shorten t
 if module_drill labnode-drill-noparent "$T/short-settle.yaml" >"$T/noparent.txt" 2>&1; then
   fail "a drill under a oneshot parent it was not told about settled: the control case proves nothing"
 fi
-record "$(newest)" rollback_drill '.directions[].error' | grep -q 'labnode-drill-noparent.service' ||
-  fail "the control drill failed for another reason: $(record "$(newest)" rollback_drill '.directions[].error')"
-[ "$(profile_gen "$profile")" = 2 ] && healthy "sd-v2-$$" || fail "the control drill did not end on generation 2"
+# Its roll forward cannot settle either: not healthy, so no record yet; the marker keeps
+# the reason for the next attempt.
+jq -r '.recovery.last_error' "$T/state/pending.json" | grep -q 'labnode-drill-noparent.service' ||
+  fail "the control drill failed for another reason: $(jq -c '.recovery' "$T/state/pending.json" 2>&1)"
 # The failed control units would turn the no-failed gate red for the cases below.
 in_sd systemctl reset-failed labnode-drill-noparent.service labnode-drill-noparent-run.service
+# Finished by hand (as the boot unit would): now it settles, and the drill's one record says so.
+labnode safe-switch --recover >"$T/finish-control.txt" 2>&1 || fail "finishing the control drill failed: $(cat "$T/finish-control.txt")"
+[ ! -e "$T/state/pending.json" ] || fail "the control drill's marker is left"
+record "$(newest)" rollback_drill '.error' | grep -q 'labnode-drill-noparent.service' ||
+  fail "the control drill's record does not say why: $(record "$(newest)" rollback_drill '.error')"
+[ "$(profile_gen "$profile")" = 2 ] && healthy "sd-v2-$$" || fail "the control drill did not end on generation 2"
 note "under a oneshot parent (the module's shape): settled in ${settled}s with LABNODE_PARENT_UNIT; without it the parent's start job keeps it unsettled"
 
 # 2. safe-switch to a good generation: confirmed; its guard ran beside it.
 v3=$(web_generation "sd-v3-$$" ok "$D" "$port" systemd)
 bg switch-good in_sd "$LABNODE_BIN" safe-switch --to "$v3" --config "$T/labnode.yaml"
 spid=$last_pid
-guarded() { in_sd systemctl list-units --no-legend --plain 'labnode-rollback-guard-*' | grep -q 'active running'; }
+guarded() { in_sd systemctl list-units --no-legend --plain 'labnode-rollback-guard-*' | grep -qE 'active +running'; }
 wait_for 10 "the guard unit to run during the switch" guarded
 wait "$spid" || fail "safe-switch to a good generation failed: $(cat "$T/switch-good.log")"
 s=$(newest)
@@ -212,7 +219,7 @@ in_sd kill -9 "$lpid"
 back() { [ ! -e "$T/state/pending.json" ] && [ "$(readlink -f "$profile")" = "$v3" ]; }
 wait_for 30 "the guard to roll back" back
 wait "$last_pid" 2>/dev/null || true
-rolled_back "labnode killed" "labnode \(pid $lpid\) died during its \`switch\` phase; found by its systemd guard"
+rolled_back "labnode killed" "labnode \(pid $lpid\) died during its \`switch\` phase \(step gates\); found by its systemd guard"
 started=$(record "$s" safe_switch .started_unix)
 lag=$(awk -v k="$killed_at" -v s="$started" -v d="$detect" 'BEGIN { printf "%.3f", s + d - k }')
 within "guard detection lag after the kill" "$lag" 0 0 0.5
@@ -245,6 +252,6 @@ boot_systemd "$T/units2" "$(cat /proc/sys/kernel/random/uuid)"
 recovered() { in_sd systemctl show -p ActiveState,Result labnode-safe-switch-recover.service | tr '\n' ' ' | grep -q 'Result=success' &&
   [ ! -e "$T/state/pending.json" ]; }
 wait_for 60 "the boot unit to roll back" recovered
-rolled_back "power cut" "the host rebooted during its \`switch\` phase, before it was confirmed; found by \`labnode safe-switch --recover\`"
+rolled_back "power cut" "the host rebooted during its \`switch\` phase \(step gates\), before it was finished; found by \`labnode safe-switch --recover\`"
 never_boot "power cut" "sd-slow-$$"
 note "power cut mid-confirmation: generation 3 booted (the boot default never changed), its boot unit rolled the profile back (detect ${detect}s incl. the reboot, recover ${recover}s)"

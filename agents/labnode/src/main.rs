@@ -6,6 +6,7 @@ mod drill_zfs;
 mod report_cmd;
 mod rollback;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,29 @@ enum Command {
     /// Switch to a new system generation behind health gates; roll back by itself when a
     /// gate stays red, activation fails, labnode dies or the host reboots first.
     SafeSwitch(rollback::SafeSwitchArgs),
+    /// Collect garbage without taking away what a rollback needs: keeps the newest N system
+    /// generations whatever their age, behind the same lock as safe switches and drills.
+    Gc(rollback::GcArgs),
+    /// Internal: what labnode runs inside its own units and processes.
+    #[command(subcommand, hide = true)]
+    Internal(InternalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InternalCommand {
+    /// Runs PROGRAM ARGS (a generation's switch-to-configuration), its output to LOG and
+    /// stdout, its exit status to STATUS.
+    Activation {
+        /// The log file (appended to).
+        #[arg(long, value_name = "FILE")]
+        log: PathBuf,
+        /// The status file (written when the program ends).
+        #[arg(long, value_name = "FILE")]
+        status: PathBuf,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,7 +334,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (a terminal that hung up) is dropped: reporting
+        // it would write to the same stderr and panic mid-switch.
+        .log_internal_errors(false)
         .init();
+    if let Command::Internal(InternalCommand::Activation { log, status, argv }) = &cli.command {
+        let code = labnode_rollback::activation::wrapper_main(log, status, argv);
+        return ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
+    }
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Serve(a) => serve(a),
@@ -320,6 +351,8 @@ fn main() -> ExitCode {
         Command::Net(cmd) => net(cmd),
         Command::Drill(DrillCommand::Rollback(a)) => rollback::drill(a),
         Command::SafeSwitch(a) => rollback::safe_switch(a),
+        Command::Gc(a) => rollback::run_gc(a),
+        Command::Internal(_) => Ok(()),
         Command::Drill(DrillCommand::Zfs(a)) => load_config(a.config.as_ref()).and_then(|cfg| {
             drill_zfs::run(a, cfg.snapshot_dir())
                 .map_err(|(code, message)| Failure { code, message })
@@ -328,7 +361,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("labnode: {}", f.message);
+            let _ = writeln!(std::io::stderr(), "labnode: {}", f.message);
             ExitCode::from(f.code)
         }
     }

@@ -1,16 +1,29 @@
-//! `labnode drill rollback` and `labnode safe-switch`.
+//! `labnode drill rollback`, `labnode safe-switch` and `labnode gc`: the subcommands that
+//! change the node. Their output never ends a run: a write to a terminal that hung up (or a
+//! closed pipe) is dropped, and SIGINT, SIGTERM and SIGHUP are deferred until the step in
+//! progress is done (the run then rolls back).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use labnode_core::snapshot;
+use labnode_rollback::gc::{GcPlan, gc};
 use labnode_rollback::progress::Progress;
 use labnode_rollback::record::{DrillRecord, SafeSwitchRecord, Switch};
-use labnode_rollback::run::{self, Context, Recovered, RunError};
+use labnode_rollback::signals::Interrupts;
+use labnode_rollback::{Context, Recovered, RunError};
 
 use crate::Failure;
 use crate::config::Config;
+
+/// `println!` that drops what it cannot write instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// `labnode drill rollback`.
 #[derive(Debug, Args)]
@@ -30,6 +43,10 @@ pub struct DrillRollbackArgs {
     /// Snapshot store; overrides the config's snapshot_dir.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Wait this long for another run (a safe switch, garbage collection) to end instead
+    /// of refusing at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    lock_wait: Option<Duration>,
 }
 
 /// `labnode safe-switch`.
@@ -47,9 +64,17 @@ pub struct SafeSwitchArgs {
     /// the known-good generation. The boot unit runs this.
     #[arg(long, conflicts_with = "to")]
     recover: bool,
+    /// With --recover: try again with backoff (`rollback.retry_interval`, doubling) until
+    /// the host is healthy on the known-good generation. The boot unit runs this.
+    #[arg(long, requires = "recover")]
+    retry: bool,
     /// Internal: run as the systemd guard of switch ID (waits for it to end or die).
     #[arg(long, value_name = "ID", requires = "recover", hide = true)]
     guard: Option<String>,
+    /// Wait this long for another run (a drill, garbage collection, an earlier switch) to
+    /// end instead of refusing at once: what the nightly upgrade does.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    lock_wait: Option<Duration>,
     /// Configuration file (YAML); gates and bounds come from its `rollback:` section.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -100,6 +125,8 @@ fn context(
         label: label.to_owned(),
         host_paths,
         progress: Progress::detect(),
+        interrupted: labnode_rollback::signals::pending,
+        lock_wait: Duration::ZERO,
     })
 }
 
@@ -110,26 +137,22 @@ fn failure(e: RunError) -> Failure {
     }
 }
 
-fn ignore_hangup() {
-    // An SSH session that drops must not kill a switch half way: only a real death hands
-    // over to the guard.
-    // SAFETY: setting a signal to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-    }
-}
-
 fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}s"))
 }
 
 fn print_switches(switches: &[&Switch]) {
-    println!(
+    out!(
         "  {:<12} {:>10} {:>11} {:>9} {:>10} {:>10}  result",
-        "direction", "flip", "activation", "settled", "gates", "recovery"
+        "direction",
+        "flip",
+        "activation",
+        "settled",
+        "gates",
+        "recovery"
     );
     for s in switches {
-        println!(
+        out!(
             "  {:<12} {:>10} {:>11} {:>9} {:>10} {:>10}  {} (generation {} -> {})",
             s.direction,
             fmt_opt(s.phases.profile_flip),
@@ -144,7 +167,7 @@ fn print_switches(switches: &[&Switch]) {
     }
     for s in switches {
         for g in &s.gates {
-            println!(
+            out!(
                 "  {}: gate {} ({}) {} after {} checks",
                 s.direction,
                 g.name,
@@ -161,13 +184,13 @@ fn print_switches(switches: &[&Switch]) {
             );
         }
         if let Some(e) = &s.error {
-            println!("  {}: {e}", s.direction);
+            out!("  {}: {e}", s.direction);
         }
         if let Some(why) = &s.settle_skipped {
-            println!("  {}: units_settled not measured: {why}", s.direction);
+            out!("  {}: units_settled not measured: {why}", s.direction);
         }
         if let Some(t) = s.phases.boot_default {
-            println!(
+            out!(
                 "  {}: made the boot default (switch-to-configuration boot) in {t:.3}s, after every gate was green",
                 s.direction
             );
@@ -176,25 +199,27 @@ fn print_switches(switches: &[&Switch]) {
 }
 
 fn print_recovered(r: &Recovered) {
-    println!(
+    out!(
         "finished an unfinished {} first: {} (snapshot {})",
         match r.marker.kind {
             labnode_rollback::state::MarkerKind::RollbackDrill => "rollback drill",
             labnode_rollback::state::MarkerKind::SafeSwitch => "safe switch",
         },
         r.summary,
-        r.snapshot.display()
+        r.snapshot
+            .as_ref()
+            .map_or("none yet".into(), |p| p.display().to_string())
     );
 }
 
 fn print_drill(d: &DrillRecord) {
-    println!(
+    out!(
         "rollback drill on {}: {}",
         d.profile.display(),
         if d.success { "success" } else { "FAILED" }
     );
     print_switches(&d.directions.iter().collect::<Vec<_>>());
-    println!(
+    out!(
         "  ended on generation {}{}",
         d.ended_on_generation.map_or("?".into(), |n| n.to_string()),
         if d.ended_on_start {
@@ -210,17 +235,18 @@ fn print_drill(d: &DrillRecord) {
             )
         }
     );
-    println!(
+    out!(
         "  labnode's own cost: {:.3} CPU seconds over {:.3}s",
-        d.overhead.cpu_seconds, d.overhead.wall_seconds
+        d.overhead.cpu_seconds,
+        d.overhead.wall_seconds
     );
     if let Some(e) = &d.error {
-        println!("  why it failed: {e}");
+        out!("  why it failed: {e}");
     }
 }
 
 fn print_switch(s: &SafeSwitchRecord) {
-    println!(
+    out!(
         "safe switch to {}: {}",
         s.to_store_path.display(),
         match s.outcome {
@@ -236,15 +262,15 @@ fn print_switch(s: &SafeSwitchRecord) {
     sw.extend(s.rollback.as_ref());
     print_switches(&sw);
     if let Some(r) = &s.reason {
-        println!("  why: {r}");
+        out!("  why: {r}");
     }
     if let Some(d) = s.detect_seconds {
-        println!(
+        out!(
             "  time to detect {d:.3}s, time to recover {}",
             fmt_opt(s.recover_seconds)
         );
     }
-    println!(
+    out!(
         "  ended on generation {}, {}",
         s.ended_on_generation.map_or("?".into(), |n| n.to_string()),
         if s.healthy {
@@ -255,15 +281,24 @@ fn print_switch(s: &SafeSwitchRecord) {
     );
 }
 
+fn snapshot_line(snapshot: Option<&PathBuf>, state_dir: &std::path::Path) {
+    match snapshot {
+        Some(p) => out!("  snapshot: {}", p.display()),
+        None => out!(
+            "  no record yet: the host is not healthy on the known-good generation; the marker stays in {} and the run's guard, the boot unit or `labnode safe-switch --recover --retry` tries again",
+            state_dir.display()
+        ),
+    }
+}
+
 /// `labnode drill rollback`.
 pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
-    let ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
-    if a.yes {
-        ignore_hangup();
-    }
-    match run::drill(&ctx, a.yes).map_err(failure)? {
+    let mut ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
+    ctx.lock_wait = a.lock_wait.unwrap_or_default();
+    let _interrupts = a.yes.then(Interrupts::install);
+    match labnode_rollback::drill(&ctx, a.yes).map_err(failure)? {
         Err(plan) => {
-            print!("{plan}");
+            let _ = write!(std::io::stdout(), "{plan}");
             Ok(())
         }
         Ok(done) => {
@@ -271,7 +306,7 @@ pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
                 print_recovered(r);
             }
             print_drill(&done.record);
-            println!("  snapshot: {}", done.snapshot.display());
+            snapshot_line(done.snapshot.as_ref(), &ctx.cfg.state_dir());
             if done.record.success {
                 Ok(())
             } else {
@@ -287,15 +322,17 @@ pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
 /// `labnode safe-switch`.
 pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
     let mut ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
-    ignore_hangup();
+    ctx.lock_wait = a.lock_wait.unwrap_or_default();
+    let _interrupts = Interrupts::install();
     if a.recover {
         if a.guard.is_some() {
             ctx.progress = Progress::quiet();
         }
-        return match run::recover(&ctx, a.guard.as_deref()).map_err(failure)? {
+        let retry = a.retry || a.guard.is_some();
+        return match labnode_rollback::recover(&ctx, a.guard.as_deref(), retry).map_err(failure)? {
             None => {
                 if a.guard.is_none() {
-                    println!(
+                    out!(
                         "nothing to recover: no unfinished switch or drill in {}",
                         ctx.cfg.state_dir().display()
                     );
@@ -303,8 +340,8 @@ pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
                 Ok(())
             }
             Some(r) => {
-                println!("{}", r.summary);
-                println!("  snapshot: {}", r.snapshot.display());
+                out!("{}", r.summary);
+                snapshot_line(r.snapshot.as_ref(), &ctx.cfg.state_dir());
                 if r.healthy {
                     Ok(())
                 } else {
@@ -322,18 +359,84 @@ pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
     let confirm = a
         .confirm_timeout
         .unwrap_or_else(|| ctx.cfg.confirm_timeout());
-    let done = run::safe_switch(&ctx, &to, confirm).map_err(failure)?;
+    let done = labnode_rollback::safe_switch(&ctx, &to, confirm).map_err(failure)?;
     if let Some(r) = &done.recovered_first {
         print_recovered(r);
     }
     print_switch(&done.record);
-    println!("  snapshot: {}", done.snapshot.display());
-    match done.record.outcome {
-        labnode_rollback::record::Outcome::Confirmed => Ok(()),
-        labnode_rollback::record::Outcome::RolledBack => Err(Failure::runtime(format!(
-            "the switch to {} was rolled back: {}",
-            done.record.to_store_path.display(),
-            done.record.reason.as_deref().unwrap_or("see above")
-        ))),
+    snapshot_line(done.snapshot.as_ref(), &ctx.cfg.state_dir());
+    match (done.record.outcome, done.snapshot.is_some()) {
+        (labnode_rollback::record::Outcome::Confirmed, true) => Ok(()),
+        (labnode_rollback::record::Outcome::RolledBack, _) | (_, false) => {
+            Err(Failure::runtime(format!(
+                "the switch to {} was rolled back: {}",
+                done.record.to_store_path.display(),
+                done.record.reason.as_deref().unwrap_or("see above")
+            )))
+        }
     }
+}
+
+/// `labnode gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The newest system generations kept whatever their age.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    keep_generations: u32,
+    /// Generations older than this are deleted (the newest N and an unfinished run's
+    /// known-good one excepted), e.g. 30d.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    delete_older_than: Duration,
+    /// Configuration file (YAML): the `rollback:` section names the profile, nix-env and
+    /// the state directory whose lock is taken.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The system profile; overrides `rollback.profile`.
+    #[arg(long, value_name = "PATH")]
+    profile: Option<PathBuf>,
+    /// Wait this long for a running safe switch or drill to end (default 6h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    lock_wait: Option<Duration>,
+    /// Say what would be deleted; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `labnode gc`.
+pub fn run_gc(a: GcArgs) -> Result<(), Failure> {
+    let mut ctx = context(a.config.as_ref(), a.profile, "gc", None)?;
+    ctx.lock_wait = a.lock_wait.unwrap_or(Duration::from_secs(6 * 3600));
+    let plan = GcPlan {
+        keep: a.keep_generations,
+        older_than: a.delete_older_than,
+        profiles_dir: None,
+        nix_store: None,
+        dry_run: a.dry_run,
+    };
+    let done = gc(&ctx, &plan).map_err(failure)?;
+    let list = |v: &[u64]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+        }
+    };
+    out!(
+        "{} system generations {}; kept {} (the newest {} whatever their age, younger ones, an unfinished run's)",
+        if a.dry_run { "would delete" } else { "deleted" },
+        list(&done.deleted),
+        list(&done.kept),
+        a.keep_generations
+    );
+    for p in &done.other_profiles {
+        out!(
+            "  {}: generations older than the period {}",
+            p.display(),
+            if a.dry_run { "would go" } else { "deleted" }
+        );
+    }
+    if done.collected {
+        out!("  the store was collected (nix-store --gc)");
+    }
+    Ok(())
 }

@@ -112,6 +112,38 @@ impl Collector for RollbackCollector {
             Unit::Info,
         )
         .push(&[], f64::from(u8::from(self.state.has_marker())));
+        // A recovery that did not end healthy keeps the marker: the node may run a
+        // known-good generation with an unknown boot default, or not run it at all.
+        let recovery = match self.state.marker() {
+            Ok(marker) => marker.and_then(|mk| mk.recovery),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        };
+        m.gauge(
+            "labnode_rollback_recovery_failed",
+            "1 while the recovery of an unfinished drill or safe switch has failed and is being retried, 0 otherwise.",
+            Unit::Info,
+        )
+        .push(&[], f64::from(u8::from(recovery.is_some())));
+        m.gauge(
+            "labnode_rollback_recovery_attempts",
+            "Failed recovery attempts of the unfinished drill or safe switch (0: none).",
+            Unit::Count,
+        )
+        .push(
+            &[],
+            recovery.as_ref().map_or(0.0, |r| f64::from(r.attempts)),
+        );
+        if let Some(r) = &recovery {
+            m.gauge(
+                "labnode_rollback_recovery_failing_since_timestamp_seconds",
+                "When the recovery of the unfinished run first failed.",
+                Unit::Timestamp,
+            )
+            .push(&[], r.failing_since_unix);
+        }
 
         let mut guard = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
         let (drills, switches) = &mut *guard;

@@ -22,6 +22,8 @@ pub type GateTimeout = Period<100, 3_600_000>;
 pub type PollInterval = Period<10, 60_000>;
 /// A bound on one phase (activation, settling): 1 s to 1 day.
 pub type PhaseTimeout = Period<1_000, 86_400_000>;
+/// A wait between recovery attempts: 100 ms to 1 hour.
+pub type RetryInterval = Period<100, 3_600_000>;
 
 /// The top-level `rollback:` section: the profile, the gates, and how switches are run.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,7 +39,9 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// The `nix-env` to run (default: `nix-env` from `PATH`).
     pub nix_env: Option<PathBuf>,
-    /// The argument given to `switch-to-configuration` (default `switch`).
+    /// `switch` (the default: the host has a boot loader; a generation is activated with
+    /// `switch-to-configuration test` and made the boot default with `boot` once its gates
+    /// are green) or `test` (no boot loader, as in VMs: `test` only).
     pub activation_action: Option<ActivationAction>,
     /// How long `switch-to-configuration` may run (default 10m).
     pub activation_timeout: Option<PhaseTimeout>,
@@ -55,6 +59,15 @@ pub struct Config {
     /// The systemd manager's socket (default `/run/systemd/private`), or `bus` for the
     /// D-Bus system bus.
     pub systemd_socket: Option<String>,
+    /// The lock switch-to-configuration takes (default
+    /// `/run/nixos/switch-to-configuration.lock`): no activation starts while it is held.
+    pub switch_lock: Option<PathBuf>,
+    /// A GC root kept on the known-good system while a switch or drill is unfinished
+    /// (default `/nix/var/nix/gcroots/labnode/known-good`).
+    pub gc_root: Option<PathBuf>,
+    /// How long a failed recovery waits before it is tried again (default 10s, doubling
+    /// up to 10m).
+    pub retry_interval: Option<RetryInterval>,
     /// The health gates, checked after every switch.
     #[serde(default)]
     pub gates: Vec<GateConfig>,
@@ -271,6 +284,28 @@ impl Config {
         self.confirm_timeout
             .map_or(Duration::from_secs(120), Period::get)
     }
+    /// The switch-to-configuration lock.
+    pub fn switch_lock(&self) -> PathBuf {
+        self.switch_lock
+            .clone()
+            .unwrap_or_else(|| "/run/nixos/switch-to-configuration.lock".into())
+    }
+    /// The GC root on the known-good system.
+    pub fn gc_root(&self) -> PathBuf {
+        self.gc_root
+            .clone()
+            .unwrap_or_else(|| "/nix/var/nix/gcroots/labnode/known-good".into())
+    }
+    /// The first wait before a failed recovery is tried again.
+    pub fn retry_interval(&self) -> Duration {
+        self.retry_interval
+            .map_or(Duration::from_secs(10), Period::get)
+    }
+    /// Whether the host has a boot loader to set: `switch` (the default) activates with
+    /// `test`, then makes the generation the boot default (`boot`) once its gates are green.
+    pub fn sets_boot_default(&self) -> bool {
+        self.activation_action() == ActivationAction::Switch
+    }
     /// The arming mode.
     pub fn arm(&self) -> Arm {
         self.arm.unwrap_or(Arm::Auto)
@@ -305,6 +340,8 @@ impl Config {
             ("current_system", &self.current_system),
             ("booted_system", &self.booted_system),
             ("state_dir", &self.state_dir),
+            ("switch_lock", &self.switch_lock),
+            ("gc_root", &self.gc_root),
         ] {
             if let Some(p) = p {
                 if !p.is_absolute() {

@@ -274,12 +274,14 @@ pub struct Live {
 
 /// Runs every gate until all are green together, or one runs out of time. Timings are from
 /// `switch_start`; gate timeouts count from now and never reach past `deadline`.
+/// `stop` ends the polling early (an interrupted run): the gates still red stay red.
 pub fn run(
     gates: &[Gate],
     env: &Env,
     switch_start: Instant,
     deadline: Option<Instant>,
     live: &Mutex<Vec<Live>>,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> GatesResult {
     let polling_since = SystemTime::now();
     let start = Instant::now();
@@ -354,7 +356,7 @@ pub fn run(
                     let env = env.clone();
                     (
                         i,
-                        s.spawn(move || poll(g, &env, polling_since, end, live, i)),
+                        s.spawn(move || poll(g, &env, polling_since, end, live, i, stop)),
                     )
                 })
                 .collect();
@@ -433,6 +435,7 @@ fn poll(
     end: Instant,
     live: &Mutex<Vec<Live>>,
     i: usize,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> PollResult {
     let mut checker = Checker::new(env.clone());
     let mut checks = 0;
@@ -458,7 +461,7 @@ fn poll(
             }
         }
         let next = at + g.interval;
-        if next >= end {
+        if next >= end || stop() {
             return PollResult {
                 passed_at: None,
                 checks,
@@ -1052,7 +1055,7 @@ mod tests {
             },
         ];
         let live = Mutex::new(Vec::new());
-        let r = run(&gates, &env(), start, None, &live);
+        let r = run(&gates, &env(), start, None, &live, &|| false);
         let (_listener, opened) = opener.join().expect("opener");
         // Green once the late gate first passed: not before its port opened, and within a
         // few polls after (the bound leaves room for a loaded machine, not for a gate that
@@ -1081,7 +1084,7 @@ mod tests {
             interval: Duration::from_millis(100),
             check: Command(vec!["false".into()]),
         }];
-        let r = run(&never, &env(), Instant::now(), None, &live);
+        let r = run(&never, &env(), Instant::now(), None, &live, &|| false);
         assert_eq!(r.green_at, None);
         assert!(!r.gates[0].passed);
         // One check every 100 ms for 300 ms: 3, fewer when a check is slow to run.

@@ -1,27 +1,42 @@
-//! labnode's rollback drills and safe switches.
+//! labnode's rollback drills and safe switches: every path that changes the node.
 //!
 //! A NixOS host keeps its systems as generations of the profile
-//! `/nix/var/nix/profiles/system`. A *drill* rolls back one generation exactly as
-//! `nixos-rebuild switch --rollback` does (`nix-env --rollback`, then the generation's
-//! `bin/switch-to-configuration switch`), waits for systemd's job queue to drain and for
-//! every health gate to pass, then rolls forward the same way, timing each phase. A *safe
-//! switch* activates a new system behind the same gates and rolls back by itself when they
-//! fail, when activation fails, when labnode dies (a transient systemd guard takes over) or
-//! when the host reboots first (the boot unit `labnode safe-switch --recover` does).
-//! Results go to the snapshot store; the `rollback` collector exports them.
+//! `/nix/var/nix/profiles/system`. A *drill* ([`drill()`]) rolls back one generation as
+//! `nixos-rebuild switch --rollback` does and forward again, timing each phase until every
+//! health gate is green. A *safe switch* ([`safe_switch()`]) activates a new system behind
+//! the same gates and rolls back by itself when they fail, when activation fails, or when
+//! a signal interrupts it. [`recover()`] finishes a run that did not: the systemd guard
+//! runs it when labnode dies, the boot unit after a reboot.
+//!
+//! The crate's parts: [`engine`] (the phases, the recovery, the invariant that ends a run),
+//! [`activation`] (switch-to-configuration in a unit or session of its own, never a child
+//! that dies with labnode), [`state`] (the lock and the marker that outlives labnode and a
+//! reboot), [`gates`], [`profile`], [`gc`] (garbage collection that keeps what a rollback
+//! needs), [`record`] and the [`RollbackCollector`]. The `labnode` binary's
+//! `drill rollback`, `safe-switch` and `gc` subcommands call the entry points; the
+//! `rollback` collector exports the records and the marker.
 
-pub mod activate;
+pub mod activation;
 pub mod collector;
 pub mod config;
+pub mod drill;
+pub mod engine;
 pub mod exposition;
 pub mod gates;
+pub mod gc;
 pub mod profile;
 pub mod progress;
 pub mod record;
-pub mod run;
+pub mod recover;
+pub mod safe_switch;
 pub mod scratch;
+pub mod signals;
 pub mod state;
 pub mod systemd;
 
 pub use collector::RollbackCollector;
 pub use config::{CollectorConfig, Config};
+pub use drill::{DrillDone, drill};
+pub use engine::{Context, Recovered, RunError};
+pub use recover::recover;
+pub use safe_switch::{SwitchDone, safe_switch};

@@ -201,6 +201,14 @@ impl NixEnv {
         self.run(&["--set", &p])
     }
 
+    /// `nix-env --profile P --delete-generations SPEC...` (numbers, or `Nd` for "older than
+    /// N days").
+    pub fn delete_generations(&self, specs: &[String]) -> Result<Duration, ProfileError> {
+        let mut args = vec!["--delete-generations"];
+        args.extend(specs.iter().map(String::as_str));
+        self.run(&args)
+    }
+
     fn run(&self, args: &[&str]) -> Result<Duration, ProfileError> {
         let profile = self.profile.to_string_lossy();
         let mut argv = vec!["--profile", &profile];

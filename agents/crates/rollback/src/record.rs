@@ -80,6 +80,13 @@ pub struct Switch {
     pub activation_output: Vec<String>,
     /// Each gate.
     pub gates: Vec<GateOutcome>,
+    /// Why `switch-to-configuration boot` failed, when it did: the generation runs, the
+    /// boot loader's default is not known to be it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_error: Option<String>,
+    /// How long the activations waited for another activation's lock, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait_seconds: Option<f64>,
 }
 
 /// labnode's own cost during a run.
@@ -135,6 +142,9 @@ impl Recorded for SafeSwitchRecord {
 /// A rollback drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DrillRecord {
+    /// The run's id (its marker's): one record per run.
+    #[serde(default)]
+    pub id: String,
     /// The profile.
     pub profile: PathBuf,
     /// When it started, seconds since the epoch.
@@ -193,6 +203,9 @@ impl Outcome {
 /// A safe switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SafeSwitchRecord {
+    /// The run's id (its marker's): one record per run.
+    #[serde(default)]
+    pub id: String,
     /// The profile.
     pub profile: PathBuf,
     /// When it started, seconds since the epoch.
@@ -289,6 +302,17 @@ impl DrillRecord {
             Unit::Seconds,
         )
         .push(&[], self.overhead.cpu_seconds);
+        m.gauge(
+            "labnode_rollback_drill_boot_default_failed",
+            "1 if making a generation the boot default failed in the last rollback drill.",
+            Unit::Info,
+        )
+        .push(
+            &[],
+            f64::from(u8::from(
+                self.directions.iter().any(|d| d.boot_error.is_some()),
+            )),
+        );
         m
     }
 }
@@ -325,6 +349,20 @@ impl SafeSwitchRecord {
             Unit::Info,
         )
         .push(&[], f64::from(u8::from(self.healthy)));
+        m.gauge(
+            "labnode_rollback_safe_switch_boot_default_failed",
+            "1 if making a generation the boot default failed in the last safe switch (its switch or its rollback).",
+            Unit::Info,
+        )
+        .push(
+            &[],
+            f64::from(u8::from(
+                self.switch
+                    .iter()
+                    .chain(self.rollback.iter())
+                    .any(|s| s.boot_error.is_some()),
+            )),
+        );
         m
     }
 }
@@ -351,6 +389,8 @@ mod tests {
             error: None,
             settle_skipped: Some("no systemd".into()),
             activation_output: vec![],
+            boot_error: None,
+            lock_wait_seconds: None,
             gates: vec![GateOutcome {
                 name: "web".into(),
                 kind: "http".into(),
@@ -366,6 +406,7 @@ mod tests {
     #[test]
     fn drill_samples_follow_the_contract() {
         let r = DrillRecord {
+            id: "1-2".into(),
             profile: "/p".into(),
             started_unix: 1.0,
             finished_unix: 5.0,
@@ -414,6 +455,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("labnode_rollback_last_success 0"), "{text}");
+        assert!(
+            text.contains("labnode_rollback_drill_boot_default_failed 0"),
+            "{text}"
+        );
         let back: DrillRecord =
             serde_json::from_value(serde_json::to_value(&r).expect("json")).expect("parse");
         assert_eq!(back, r);

@@ -193,8 +193,11 @@ mod tests {
             st.previous().map(|g| g.store_path.clone()),
             Some(paths[0].clone())
         );
-        crate::activate::run(&paths[0], "switch", std::time::Duration::from_secs(10))
+        let ok = std::process::Command::new(crate::activation::script_of(&paths[0]))
+            .arg("switch")
+            .status()
             .expect("activates");
+        assert!(ok.success());
         assert_eq!(
             std::fs::read_to_string(t.path().join("active")).expect("written"),
             "gen1\n"

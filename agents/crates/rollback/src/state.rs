@@ -207,8 +207,11 @@ pub struct Marker {
     pub from: Point,
     /// Where it went.
     pub to: Point,
-    /// What it was doing last: `armed`, `rollback`, `rollforward`, `switch`, `confirm`, `recover`.
+    /// What it was doing last: `armed`, `rollback`, `rollforward`, `switch`, `boot`, `recover`.
     pub phase: String,
+    /// The step within the phase: `flip`, `activate`, `settle`, `gates`, `boot`, `record`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// After this, a guard may stop waiting for the process and take over.
     pub deadline_unix: f64,
     /// The systemd unit guarding it, if any.
@@ -217,6 +220,37 @@ pub struct Marker {
     pub out: PathBuf,
     /// The snapshot label.
     pub label: String,
+    /// The labnode process's start time (`/proc/PID/stat`), so a reused pid is not it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
+    /// The activation started last: whoever takes over waits for it (or stops it) first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<crate::activation::Handle>,
+    /// The store path the boot loader boots, when known: the run's start assumes the known
+    /// good one; a `boot` that has not succeeded leaves it unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_default: Option<PathBuf>,
+    /// Recovery attempts that did not end healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryState>,
+    /// The record as far as the run got, which whoever finishes the run completes: one
+    /// record per run, however it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<serde_json::Value>,
+}
+
+/// Recovery attempts that failed: the marker stays, and the next attempt waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryState {
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When the first failed, seconds since the epoch.
+    pub failing_since_unix: f64,
+    /// Why the last one did not end healthy.
+    pub last_error: String,
+    /// Not before this is the next one tried.
+    pub next_unix: f64,
 }
 
 /// The state directory.
@@ -315,6 +349,76 @@ pub fn alive(pid: u32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
 }
 
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat` field 22):
+/// with the boot id, it tells a process from a later one that reused its pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after the
+    // last ')' are plain; the start time is the 20th of them.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A process known by a pidfd: signals and waits reach it, or nothing (never a process
+/// that reused its pid).
+#[derive(Debug)]
+pub struct Process {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Process {
+    /// The process `pid` if it still is the one that started at `start` in this boot.
+    pub fn open(pid: u32, start: Option<u64>, boot: Option<&str>) -> Option<Process> {
+        if boot.is_some() && boot.map(str::to_owned) != boot_id() {
+            return None;
+        }
+        let raw_pid = libc::pid_t::try_from(pid).ok()?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+        if fd < 0 {
+            return None;
+        }
+        use std::os::fd::FromRawFd;
+        // SAFETY: the descriptor was just returned by pidfd_open and is owned by no one else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // Checked after opening: from here on the pidfd names this process or none.
+        if start.is_some() && start_time(pid) != start {
+            return None;
+        }
+        Some(Process { fd })
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a pidfd polls readable once the process has exited.
+        unsafe { libc::poll(&mut p, 1, 0) > 0 }
+    }
+
+    /// Sends it `signal`.
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 /// An `Instant` for a wall-clock deadline.
 pub fn instant_of(unix: f64) -> Instant {
     let left = unix - now_unix();
@@ -332,7 +436,10 @@ mod tests {
     #[test]
     fn the_boot_unit_is_conditioned_on_this_marker() {
         // The NixOS module is outside the crate: checked where the repository is whole.
-        let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../modules/agents.nix");
+        let module = Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../../modules/agents.nix");
         let Ok(text) = std::fs::read_to_string(&module) else {
             return;
         };
@@ -371,6 +478,12 @@ mod tests {
             guard_unit: None,
             out: "/var/lib/labnode/snapshots".into(),
             label: "safe-switch".into(),
+            step: Some("gates".into()),
+            pid_start: start_time(std::process::id()),
+            activation: None,
+            boot_default: Some("/nix/store/a".into()),
+            recovery: None,
+            draft: None,
         }
     }
 
@@ -418,5 +531,43 @@ mod tests {
     fn liveness() {
         assert!(alive(std::process::id()));
         assert!(!alive(u32::MAX));
+    }
+
+    #[test]
+    fn a_process_is_known_by_its_start_time() {
+        let me = std::process::id();
+        let start = start_time(me);
+        assert!(start.is_some());
+        let p = Process::open(me, start, boot_id().as_deref()).expect("this process");
+        assert!(!p.exited());
+        // The same pid with another start time is another process: not opened.
+        assert!(Process::open(me, start.map(|s| s + 1), None).is_none());
+        assert!(Process::open(me, start, Some("another-boot")).is_none());
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id();
+        let p = Process::open(pid, start_time(pid), None).expect("child");
+        child.wait().expect("wait");
+        assert!(p.exited());
+    }
+
+    #[test]
+    fn an_old_marker_without_the_new_fields_reads() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let s = StateDir::new(t.path());
+        let mut v = serde_json::to_value(marker()).expect("json");
+        for k in [
+            "step",
+            "pid_start",
+            "activation",
+            "boot_default",
+            "recovery",
+            "draft",
+        ] {
+            v.as_object_mut().expect("object").remove(k);
+        }
+        std::fs::write(t.path().join(MARKER_FILE), v.to_string()).expect("write");
+        let m = s.marker().expect("read").expect("a marker");
+        assert_eq!(m.activation, None);
+        assert_eq!(m.boot_default, None);
     }
 }

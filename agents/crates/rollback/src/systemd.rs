@@ -23,6 +23,16 @@ use crate::config::SystemdAddress;
 const PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const DESTINATION: &str = "org.freedesktop.systemd1";
+
+/// What stopping a transient service stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillMode {
+    /// Its main process only (the guard: what it starts must outlive it).
+    MainProcess,
+    /// Everything it started (an activation: the script and its children).
+    ControlGroup,
+}
+
 /// The system bus socket, when `DBUS_SYSTEM_BUS_ADDRESS` does not name another.
 const SYSTEM_BUS: &str = "/run/dbus/system_bus_socket";
 
@@ -62,7 +72,8 @@ pub struct UnitStatus {
     pub sub_state: String,
     following: String,
     path: OwnedObjectPath,
-    job_id: u32,
+    /// The unit's queued job, 0 for none (a unit just started is `inactive` with one).
+    pub job_id: u32,
     job_type: String,
     job_path: OwnedObjectPath,
 }
@@ -262,14 +273,19 @@ impl Systemd {
     }
 
     /// Starts a transient service `name` running `argv` with `env`, outside the caller's
-    /// process tree: it survives the caller. Only its main process is stopped with it.
+    /// process tree: it survives the caller. `kill` says what stopping it stops.
     pub fn start_transient_service(
         &self,
         name: &str,
         description: &str,
         argv: &[String],
         env: &[String],
+        kill: KillMode,
     ) -> Result<(), SystemdError> {
+        let kill_mode = match kill {
+            KillMode::MainProcess => "process",
+            KillMode::ControlGroup => "control-group",
+        };
         let Some(program) = argv.first() else {
             return Err(SystemdError::Call {
                 method: "StartTransientUnit",
@@ -280,7 +296,7 @@ impl Systemd {
         let props: Vec<(&str, Value<'_>)> = vec![
             ("Description", Value::from(description)),
             ("Type", Value::from("exec")),
-            ("KillMode", Value::from("process")),
+            ("KillMode", Value::from(kill_mode)),
             ("CollectMode", Value::from("inactive-or-failed")),
             ("Environment", Value::from(env.to_vec())),
             ("ExecStart", Value::from(exec)),

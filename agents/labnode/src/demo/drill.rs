@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use labnode_rollback::Context;
 use labnode_rollback::gates::{self, Checker, Env as GateEnv};
 use labnode_rollback::record::DrillRecord;
-use labnode_rollback::run::{self, Context};
-use labnode_rollback::{activate, scratch};
+use labnode_rollback::{activation, scratch};
 
 use super::guard::{Ctl, DemoError, Service};
 
@@ -142,8 +142,15 @@ pub fn run(env: &Env<'_>, service: &mut Option<Service>) -> Result<Drilled, Demo
         pid_file: env.tmp.join("web/pid"),
     });
     let current = &paths[paths.len() - 1];
-    activate::run(current, "switch", Duration::from_secs(30))
+    let started = std::process::Command::new(activation::script_of(current))
+        .arg("switch")
+        .status()
         .map_err(|e| DemoError::Failed(format!("starting generation 2: {e}")))?;
+    if !started.success() {
+        return Err(DemoError::Failed(format!(
+            "starting generation 2: its switch-to-configuration exited with {started}"
+        )));
+    }
     let cfg_path = env.tmp.join("drill.yaml");
     std::fs::write(&cfg_path, config_yaml(env.tmp, env.store, port))
         .map_err(|e| DemoError::Failed(format!("{}: {e}", cfg_path.display())))?;
@@ -180,10 +187,12 @@ pub fn run(env: &Env<'_>, service: &mut Option<Service>) -> Result<Drilled, Demo
         label: "after".into(),
         host_paths: labnode_core::host::HostPaths::default(),
         progress: ctl.progress,
+        interrupted: labnode_rollback::signals::pending,
+        lock_wait: Duration::ZERO,
     };
     ctl.progress
         .step("rollback: drilling (generation 2 -> 1 -> 2, until the service answers each time)");
-    let done = match run::drill(&ctx, true) {
+    let done = match labnode_rollback::drill(&ctx, true) {
         Ok(Ok(done)) => done,
         Ok(Err(_plan)) => return Err(DemoError::Failed("the drill only printed its plan".into())),
         Err(e) => return Err(DemoError::Failed(format!("the rollback drill: {e}"))),
