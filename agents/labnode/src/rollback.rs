@@ -45,7 +45,7 @@ pub struct DrillRollbackArgs {
     out: Option<PathBuf>,
     /// Wait this long for another run (a safe switch, garbage collection) to end instead
     /// of refusing at once.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
     lock_wait: Option<Duration>,
 }
 
@@ -73,7 +73,7 @@ pub struct SafeSwitchArgs {
     guard: Option<String>,
     /// Wait this long for another run (a drill, garbage collection, an earlier switch) to
     /// end instead of refusing at once: what the nightly upgrade does.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
     lock_wait: Option<Duration>,
     /// Configuration file (YAML); gates and bounds come from its `rollback:` section.
     #[arg(long, value_name = "FILE")]
@@ -96,6 +96,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s} is shorter than 1s"));
     }
     Ok(d)
+}
+
+/// A wait for the run lock: 0s (refuse at once) or more.
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 0s, 30m or 6h ({e})"))
 }
 
 fn context(
@@ -395,7 +401,7 @@ pub struct GcArgs {
     #[arg(long, value_name = "PATH")]
     profile: Option<PathBuf>,
     /// Wait this long for a running safe switch or drill to end (default 6h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
     lock_wait: Option<Duration>,
     /// Say what would be deleted; change nothing.
     #[arg(long)]
