@@ -145,22 +145,42 @@
   # Runs a command as a transient unit: a drill or a recovery switches the system, and
   # switch-to-configuration stops units that the other generation does not have, which
   # must not include the one doing the switching.
-  transient = unit: args:
+  # With `wait`, the oneshot unit that starts it waits for it and fails with it; without,
+  # the oneshot only starts it (the boot recovery, which retries until the host is healthy).
+  transientWith = {wait}: unit: args:
     lib.escapeShellArgs ([
         "${config.systemd.package}/bin/systemd-run"
         "--unit=${unit}"
         "--collect"
-        "--wait"
         "--service-type=oneshot"
         "--property=After=network-online.target"
+        "--property=RequiresMountsFor=${stateDir}"
+        "--setenv=PATH=${lib.makeBinPath [config.nix.package config.systemd.package pkgs.coreutils]}"
+      ]
+      ++ lib.optionals wait [
+        "--wait"
         # The oneshot unit that runs this one waits for it: its start job is labnode's own,
         # not an unsettled one (agents/crates/rollback/src/systemd.rs, PARENT_UNIT_ENV).
         "--setenv=LABNODE_PARENT_UNIT=${lib.removeSuffix "-run" unit}.service"
-        "--setenv=PATH=${lib.makeBinPath [config.nix.package config.systemd.package pkgs.coreutils]}"
-        "--"
-        labnode
       ]
+      ++ ["--" labnode]
       ++ args);
+  transient = transientWith {wait = true;};
+
+  # labnode.base's nightly upgrade and garbage collection, when labnode runs them (the
+  # base module may not be imported: then there is nothing to take over).
+  base = config.labnode.base or {enable = false;};
+  guarded = cfg.rollback.guardNodeChanges && base.enable;
+  upgrade = guarded && base.autoUpgrade.enable;
+  collect = guarded && base.gc.enable;
+  # `flake#host`, or the flake and this host's name.
+  upgradeFlake = lib.head (lib.splitString "#" base.autoUpgrade.flake);
+  upgradeHost = let
+    parts = lib.splitString "#" base.autoUpgrade.flake;
+  in
+    if lib.length parts > 1 && lib.last parts != ""
+    then lib.last parts
+    else config.networking.hostName;
 in {
   options.labnode.agents = {
     enable = lib.mkEnableOption "the labnode agents: one hardened Prometheus exporter service per collector";
@@ -246,9 +266,26 @@ in {
         type = lib.types.bool;
         default = true;
         description = ''
-          Whether to run `labnode safe-switch --recover` at boot, which finishes or rolls back
-          a safe switch that the host rebooted in the middle of (found by its marker under
-          /var/lib/labnode/safe-switch/).
+          Whether to run `labnode safe-switch --recover --retry` at boot, which finishes or
+          rolls back a safe switch or drill that the host rebooted in the middle of (found by
+          its marker under /var/lib/labnode/safe-switch/), and tries again with backoff until
+          the host is healthy on its known-good generation
+          (`labnode_rollback_recovery_failed` says while it is not).
+        '';
+      };
+
+      guardNodeChanges = lib.mkOption {
+        type = lib.types.bool;
+        default = true;
+        description = ''
+          Whether `labnode.base`'s nightly upgrade and garbage collection go through labnode.
+          The upgrade (`labnode-upgrade.service`, in place of nixpkgs' `nixos-upgrade`)
+          builds the flake, then `labnode safe-switch`es to it: the health gates decide, a
+          red gate or a crash rolls back, and it waits for a running drill or switch instead
+          of racing it. Garbage collection (`labnode-gc.service`, in place of `nix-gc`)
+          keeps the newest `labnode.base.gc.keepGenerations` system generations whatever
+          their age and an unfinished run's rollback target, under the same lock. Off, both
+          are nixpkgs' units, which know nothing of labnode's runs.
         '';
       };
     };
@@ -406,11 +443,72 @@ in {
           # Only while a marker exists: state.rs MARKER_FILE, "pending.json" (a test in
           # state.rs checks this line). The directory is never empty: the lock file stays.
           unitConfig.ConditionPathExists = "${stateDir}/pending.json";
+          unitConfig.RequiresMountsFor = [stateDir];
+          serviceConfig.Type = "oneshot";
+          # The run retries until the host is healthy; this unit only starts it, so boot
+          # and later switches never wait on a recovery that keeps failing.
+          script = transientWith {wait = false;} "labnode-safe-switch-recover-run" ["safe-switch" "--recover" "--retry" "--config" "${configFile}"];
+        };
+      }
+      // lib.optionalAttrs upgrade {
+        labnode-upgrade = {
+          description = "labnode nightly upgrade: build the flake, then safe-switch to it (health gates, rollback)";
+          after = ["network-online.target"];
+          wants = ["network-online.target"];
+          restartIfChanged = false;
+          unitConfig.X-StopOnRemoval = false;
+          startAt = base.autoUpgrade.dates;
+          environment = {HOME = "/root";} // config.networking.proxy.envVars;
+          path = [config.nix.package pkgs.gitMinimal pkgs.coreutils pkgs.gnutar pkgs.gzip pkgs.xz];
           serviceConfig = {
             Type = "oneshot";
             TimeoutStartSec = "infinity";
+            # The built system's GC root until the switch has put it in the profile.
+            RuntimeDirectory = "labnode-upgrade";
           };
-          script = transient "labnode-safe-switch-recover-run" ["safe-switch" "--recover" "--config" "${configFile}"];
+          script = ''
+            set -euo pipefail
+            to=$(nix build --refresh --print-build-logs --print-out-paths \
+              --out-link "$RUNTIME_DIRECTORY/system" \
+              ${lib.escapeShellArg "${upgradeFlake}#nixosConfigurations.\"${upgradeHost}\".config.system.build.toplevel"})
+            if [ "$to" = "$(readlink -f /nix/var/nix/profiles/system)" ] \
+              && [ "$to" = "$(readlink -f /run/current-system)" ]; then
+              echo "already running $to"
+              exit 0
+            fi
+            ${transient "labnode-upgrade-run" ["safe-switch" "--lock-wait" "1h" "--label" "nightly-upgrade" "--config" "${configFile}"]} --to "$to"
+            ${lib.optionalString base.autoUpgrade.allowReboot ''
+              # Confirmed healthy on the new system; a new kernel only runs after a reboot.
+              booted=$(readlink /run/booted-system/{initrd,kernel,kernel-modules})
+              built=$(readlink /run/current-system/{initrd,kernel,kernel-modules})
+              if [ "$booted" != "$built" ]; then
+                ${config.systemd.package}/bin/shutdown -r +1
+              fi
+            ''}
+          '';
+        };
+      }
+      // lib.optionalAttrs collect {
+        labnode-gc = {
+          description = "labnode garbage collection: old generations, never a rollback target";
+          restartIfChanged = false;
+          startAt = base.gc.dates;
+          path = [config.nix.package];
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = lib.escapeShellArgs [
+              labnode
+              "gc"
+              "--keep-generations"
+              (toString base.gc.keepGenerations)
+              "--delete-older-than"
+              "${toString base.gc.keepDays}d"
+              "--lock-wait"
+              "6h"
+              "--config"
+              "${configFile}"
+            ];
+          };
         };
       }
       // lib.optionalAttrs cfg.netServe.enable {
@@ -448,17 +546,35 @@ in {
         };
       };
 
-    systemd.timers = lib.mkIf cfg.rollback.drill.enable {
-      labnode-drill-rollback = {
-        description = "Run the labnode rollback drill";
-        wantedBy = ["timers.target"];
-        timerConfig = {
-          OnCalendar = cfg.rollback.drill.schedule;
-          RandomizedDelaySec = "1h";
-          Persistent = true;
+    systemd.timers =
+      lib.optionalAttrs cfg.rollback.drill.enable {
+        labnode-drill-rollback = {
+          description = "Run the labnode rollback drill";
+          wantedBy = ["timers.target"];
+          timerConfig = {
+            OnCalendar = cfg.rollback.drill.schedule;
+            RandomizedDelaySec = "1h";
+            Persistent = true;
+          };
+        };
+      }
+      # The schedule's other settings as the user set them for nixpkgs' units.
+      // lib.optionalAttrs upgrade {
+        labnode-upgrade.timerConfig = {
+          RandomizedDelaySec = config.system.autoUpgrade.randomizedDelaySec;
+          Persistent = config.system.autoUpgrade.persistent or true;
+        };
+      }
+      // lib.optionalAttrs collect {
+        labnode-gc.timerConfig = {
+          RandomizedDelaySec = config.nix.gc.randomizedDelaySec;
+          Persistent = config.nix.gc.persistent;
         };
       };
-    };
+
+    # labnode's units above take these over; nixpkgs' would race a safe switch or drill.
+    system.autoUpgrade.enable = lib.mkIf upgrade (lib.mkForce false);
+    nix.gc.automatic = lib.mkIf collect (lib.mkForce false);
 
     # Only on the WireGuard interface: nothing opens to the world but SSH and WireGuard.
     networking.firewall.interfaces = lib.mkIf (cfg.netServe.enable && cfg.netServe.openFirewall && wgInterface != null) {

@@ -65,6 +65,16 @@ in {
         default = 30;
         description = "Generations younger than this many days are kept (and so can be rolled back to).";
       };
+      keepGenerations = lib.mkOption {
+        type = lib.types.ints.positive;
+        default = 5;
+        description = ''
+          The newest system generations kept whatever their age, so a node that went
+          `keepDays` without a change still has one to roll back to. Honoured when
+          `labnode.agents` runs the collection (`labnode gc`, the default with the agents
+          on); nixpkgs' `nix-collect-garbage --delete-older-than` alone knows no such floor.
+        '';
+      };
     };
 
     autoUpgrade = {
@@ -106,6 +116,10 @@ in {
           labnode.base.sshAuthorizedKeys (hosts/<node>/operator.nix), or set
           labnode.base.allowNoSshKey = true where another way in exists.
         '';
+      }
+      {
+        assertion = cfg.bootEntries >= cfg.gc.keepGenerations;
+        message = "labnode.base.bootEntries (${toString cfg.bootEntries}) must be at least gc.keepGenerations (${toString cfg.gc.keepGenerations}): every generation kept for a rollback must be bootable.";
       }
       {
         assertion = cfg.autoUpgrade.enable -> cfg.autoUpgrade.flake != null;
