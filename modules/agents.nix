@@ -274,6 +274,18 @@ in {
         '';
       };
 
+      upgradeBuild = lib.mkOption {
+        type = lib.types.str;
+        default = "nix build --refresh --print-build-logs --print-out-paths --out-link \"$RUNTIME_DIRECTORY/system\" ${lib.escapeShellArg "${upgradeFlake}#nixosConfigurations.\"${upgradeHost}\".config.system.build.toplevel"}";
+        defaultText = lib.literalMD "`nix build` of `labnode.base.autoUpgrade.flake`'s system, rooted in the unit's runtime directory";
+        description = ''
+          The shell command `labnode-upgrade.service` runs to get the new system: it prints
+          the system's store path (and keeps it alive until the switch, for example with an
+          out-link under `$RUNTIME_DIRECTORY`). Replace it to fetch a closure your CI built
+          instead of building on the node.
+        '';
+      };
+
       guardNodeChanges = lib.mkOption {
         type = lib.types.bool;
         default = true;
@@ -468,9 +480,7 @@ in {
           };
           script = ''
             set -euo pipefail
-            to=$(nix build --refresh --print-build-logs --print-out-paths \
-              --out-link "$RUNTIME_DIRECTORY/system" \
-              ${lib.escapeShellArg "${upgradeFlake}#nixosConfigurations.\"${upgradeHost}\".config.system.build.toplevel"})
+            to=$(${cfg.rollback.upgradeBuild})
             if [ "$to" = "$(readlink -f /nix/var/nix/profiles/system)" ] \
               && [ "$to" = "$(readlink -f /run/current-system)" ]; then
               echo "already running $to"

@@ -3,9 +3,13 @@
 # with a known start delay); a failing `labnode safe-switch` rolls back and exits 1; a
 # `kill -9` of labnode mid-confirmation is rolled back by its transient systemd guard; a
 # crash of the VM mid-confirmation boots the old generation and the module's boot unit
-# records the rollback.
+# records the rollback; a `kill -9` during the activation itself (web.service stopped, its
+# new start still running) leaves nothing half-switched: the guard waits for the activation
+# unit, then rolls back; a nightly upgrade (labnode-upgrade.service) to a system whose gate
+# stays red rolls back by itself, with a record and the alert's series.
 # Systems: the base one (web.service serves "v1"), the specialisation `v2` (serves "v2"
-# after a 2 s start delay), `broken` (its web.service fails) and `slow` (60 s delay).
+# after a 2 s start delay), `broken` (its web.service fails), `slow` (60 s delay) and
+# `slowstart` (its web.service's start takes 10 s: the activation is slow).
 # tests/rollback.nix covers the module's drill unit and the exported metrics.
 {self, ...}: {
   name = "labnode-rollback-cli";
@@ -29,32 +33,53 @@
     specialisation.broken.configuration.systemd.services.web.serviceConfig.ExecStart =
       lib.mkForce "${pkgs.coreutils}/bin/false";
     specialisation.slow.configuration.systemd.services.web = lib.mkForce (web "slow" 60);
+    specialisation.slowstart.configuration.systemd.services.web =
+      lib.mkForce ((web "slowstart" 0)
+        // {serviceConfig.ExecStartPre = "${pkgs.coreutils}/bin/sleep 10";});
+    # The nightly upgrade through labnode, its "build" the system the test names.
+    labnode.base = {
+      enable = true;
+      allowNoSshKey = true;
+      gc.enable = false;
+      autoUpgrade = {
+        enable = true;
+        flake = "path:/unused#machine";
+      };
+    };
+    labnode.agents.rollback.upgradeBuild = "cat /run/labnode-upgrade-target";
     # The VM has no boot loader to update: activate with `test`, as the drill would on a
     # host where only the running system matters. (safe-switch's `boot`, and the boot unit's
     # `switch`, call installBootLoader: a no-op here.)
     system.switch.enable = true;
     system.build.installBootLoader = lib.mkForce "${pkgs.coreutils}/bin/true";
-    environment.etc."labnode/rollback-test.yaml".text = ''
-      snapshot_dir: /var/lib/labnode/snapshots
-      rollback:
-        activation_action: test
-        arm: systemd
-        gate_timeout: 60s
-        confirm_timeout: 30s
-        gates:
-          - name: web-unit
-            systemd_active: [web.service]
-          - name: no-failed
-            systemd_no_failed: {}
-          - name: web
-            http: {url: "http://127.0.0.1:8080/health"}
-    '';
+    # The gates of every run, the nightly upgrade's included: the module's own configuration
+    # file (/etc/labnode/config.yaml, checked at build time).
+    labnode.agents.rollback.settings = {
+      activation_action = "test";
+      arm = "systemd";
+      gate_timeout = "60s";
+      confirm_timeout = "30s";
+      gates = [
+        {
+          name = "web-unit";
+          systemd_active = ["web.service"];
+        }
+        {
+          name = "no-failed";
+          systemd_no_failed = {};
+        }
+        {
+          name = "web";
+          http.url = "http://127.0.0.1:8080/health";
+        }
+      ];
+    };
   };
 
   testScript = ''
     import json
 
-    cfg = "--config /etc/labnode/rollback-test.yaml"
+    cfg = "--config /etc/labnode/config.yaml"
     profile = "/nix/var/nix/profiles/system"
 
     def newest_record(kind):
@@ -110,6 +135,42 @@
         s = newest_record("safe_switch")
         assert s["outcome"] == "rolled_back" and "found by its systemd guard" in s["reason"], s
         machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v2")
+
+    def on_one_generation(system):
+        # The invariant: running system, profile and their service agree, nothing left over.
+        want = machine.succeed(f"readlink -f {system}").strip()
+        assert machine.succeed("readlink -f /run/current-system").strip() == want, "the running system"
+        assert machine.succeed(f"readlink -f {profile}").strip() == want, "the profile"
+        machine.fail("test -e /var/lib/labnode/safe-switch/pending.json")
+        machine.fail("systemctl list-units --no-legend --plain 'labnode-activation-*' 'labnode-rollback-guard-*' | grep -E ' (active|activating) '")
+        machine.succeed("systemctl is-active web.service")
+
+    with subtest("kill -9 of labnode during the activation: the guard waits for it, then rolls back"):
+        machine.succeed(
+            f"systemd-run --unit=labnode-switch-mid-activation labnode safe-switch --to {base}/specialisation/slowstart {cfg}"
+        )
+        # The activation runs in a unit of its own; web.service's new start is under way.
+        machine.wait_until_succeeds("systemctl list-units --no-legend --plain 'labnode-activation-*' | grep -q ' active '")
+        machine.wait_until_succeeds("systemctl show -P ActiveState web.service | grep -qx activating")
+        machine.succeed("systemctl kill --signal=KILL labnode-switch-mid-activation.service")
+        machine.wait_until_fails("test -e /var/lib/labnode/safe-switch/pending.json", timeout=120)
+        s = newest_record("safe_switch")
+        assert s["outcome"] == "rolled_back" and "died during its `switch` phase" in s["reason"], s
+        on_one_generation(f"{base}/specialisation/v2")
+        machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v2")
+
+    with subtest("a bad nightly upgrade: rolled back by itself, recorded, counted"):
+        machine.succeed(f"readlink -f {base}/specialisation/broken > /run/labnode-upgrade-target")
+        machine.fail("systemctl start labnode-upgrade.service")
+        s = newest_record("safe_switch")
+        assert s["outcome"] == "rolled_back" and s["healthy"], s
+        label = machine.succeed("ls -1 /var/lib/labnode/snapshots/*.json | sort | tail -n 1").strip()
+        assert label.endswith("-nightly-upgrade.json"), label
+        on_one_generation(f"{base}/specialisation/v2")
+        # The fourth rolled-back switch of this test, as the rollback collector exports it.
+        machine.wait_until_succeeds("curl -fsS http://127.0.0.1:9470/metrics | grep -qx 'labnode_rollback_safe_switch_total{outcome=\"rolled_back\"} 4'")
+        metrics = machine.succeed("curl -fsS http://127.0.0.1:9470/metrics")
+        assert 'labnode_rollback_safe_switch_total{outcome="rolled_back"} 4' in metrics, metrics
 
     with subtest("a crash mid-confirmation: the old generation boots, the boot unit rolls back"):
         # The known-good generation is the one the VM boots: the VM has no boot loader whose
