@@ -399,6 +399,19 @@ printf '%s\n' "${table[@]}" | awk -F'|' '
   }'
 note "matrix: ${#table[@]} cases, every one ended on one generation with green gates, web.service up, one record per run"
 
+# For bench/rollback-faults: every hit's time by fault, and the floor a recovery is measured
+# against: the bare `switch-to-configuration test` of the generation that runs, until its
+# service answers (what a rollback costs with nothing to detect, wait for or record).
+if [ -n "${FAULT_TIMES_OUT:-}" ]; then
+  g=$(readlink -f "$profile")
+  for _ in 1 2 3 4 5; do
+    t0=$(date +%s.%N)
+    in_sd "$g/bin/switch-to-configuration" test >/dev/null
+    until [ "$(in_sd curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null)" = "version fa-$(name_of "$g")-$$" ]; do sleep 0.01; done
+    echo "bare activation $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')" >>"$T/times"
+  done
+fi
+
 # The random trials' figures.
 if [ "$RANDOM_TRIALS" -gt 0 ]; then
   for w in $(seq 1 "$workers"); do
@@ -414,4 +427,10 @@ if [ "$RANDOM_TRIALS" -gt 0 ]; then
       printf "  random trials: %d, 0 failed (%d SIGKILL, %d SIGINT, %d power cuts); %d hit a run still going, %d missed it (not started or over); %d records, one per run that changed something\n", n, f["kill"], f["int"], f["cut"], hit, n - hit, rec
       if (k) printf "  the hits, from the fault to nothing left to do: p50 %.2fs, p95 %.2fs, max %.2fs\n", t[int(k * 0.5 + 0.5)], t[int(k * 0.95 + 0.5)], t[k]
     }'
+fi
+if [ -n "${FAULT_TIMES_OUT:-}" ]; then
+  {
+    cat "$T/times"
+    cat "$T"/worker-*.log 2>/dev/null | awk '$1 == "TIME" && $7 == 1 { print "random", $3, $4 }'
+  } >"$FAULT_TIMES_OUT"
 fi
