@@ -60,6 +60,13 @@ mkdir -p /run/nixos
 exec 9>>/run/nixos/switch-to-configuration.lock
 flock -n 9 || { echo "Could not acquire lock" >&2; exit 1; }
 echo "$name \$1" >> $T/activations
+# A full ESP: no boot loader can be written, so switch (which, as NixOS's, installs the
+# boot loader before it activates) and boot fail before changing anything.
+if [ -e $T/esp-full ] && { [ "\$1" = boot ] || [ "\$1" = switch ]; }; then
+  echo "installing the boot loader: No space left on device (simulated full ESP)" >&2
+  exit 1
+fi
+if [ "\$1" = switch ]; then ln -sfn "\$out" $T/boot-default.tmp && mv -T $T/boot-default.tmp $T/boot-default; fi
 if [ "\$1" = boot ]; then
   $([ "$mode" = bootfail ] && echo "echo 'installing the boot loader of $name failed (simulated)' >&2; exit 1")
   ln -sfn "\$out" $T/boot-default.tmp && mv -T $T/boot-default.tmp $T/boot-default
@@ -380,6 +387,61 @@ if [[ -z "${FAULT_ONLY:-}" || "$FAULT_ONLY" == hangup ]]; then
   [ "$(check "closed pipe" 1 "$to")" = "$(name_of "$to")" ]
   [ "$(record "$(newest)" safe_switch .outcome)" = confirmed ] || fail "the switch behind a closed pipe was not confirmed"
   note "output to a closed pipe: the switch to $(name_of "$to") was confirmed, exit 0"
+fi
+
+# 4. A full ESP: the new generation's gates are green but `boot` fails, so it is rolled
+#    back; the old generation is reactivated (with `test`: the boot loader is not needed
+#    for that) and runs, but it cannot be made the boot default either. The marker stays
+#    (the recovery is retried; the collector says so) until the ESP has room again.
+if [[ -z "${FAULT_ONLY:-}" || "$FAULT_ONLY" == esp ]]; then
+  known=$(readlink -f "$profile")
+  to=$A
+  [ "$known" = "$A" ] && to=$B
+  r0=$(records)
+  touch "$T/esp-full"
+  rc=0
+  in_sd "$LABNODE_BIN" safe-switch --to "$to" --config "$T/labnode.yaml" >"$T/esp.txt" 2>&1 || rc=$?
+  [ "$rc" = 1 ] || fail "a switch with a full ESP exited $rc: $(cat "$T/esp.txt")"
+  [ "$(readlink -f "$T/current-system")" = "$known" ] && [ "$(readlink -f "$profile")" = "$known" ] ||
+    fail "with a full ESP the old generation was not reactivated: running $(name_of "$(readlink -f "$T/current-system")")"
+  [ "$(in_sd curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null)" = "version fa-$(name_of "$known")-$$" ] ||
+    fail "with a full ESP the old generation's service does not answer"
+  jq -r .recovery.last_error "$T/state/pending.json" | grep -q "boot default" ||
+    fail "the marker does not say the boot default is the problem: $(jq -c .recovery "$T/state/pending.json" 2>&1)"
+  [ "$(records)" = "$r0" ] || fail "recorded while the boot default is unknown"
+  mport=$(free_port)
+  bg esp-collector "$LABNODE_BIN" serve --config "$T/labnode.yaml" --collector rollback --listen "127.0.0.1:$mport"
+  # Its first run reads every record in the store (a few hundred here): wait for it.
+  says_failed() {
+    curl -fsS "http://127.0.0.1:$mport/metrics" >"$T/esp-metrics.txt" &&
+      grep -qx 'labnode_rollback_recovery_failed 1' "$T/esp-metrics.txt"
+  }
+  wait_for 60 "the rollback collector to say the recovery failed" says_failed
+  kill "$last_pid"
+  # The guard keeps retrying; with room on the ESP its next attempt ends it.
+  in_sd systemctl list-units --no-legend --plain 'labnode-rollback-guard-*' | grep -q ' active ' ||
+    fail "nobody retries the recovery: the guard is gone"
+  rm -f "$T/esp-full"
+  wait_for 30 "the guard's retry once the ESP has room" settled
+  [ "$(check "full ESP" 1 "$known")" = "$(name_of "$known")" ]
+  [ "$(record "$(newest)" safe_switch .outcome)" = rolled_back ] || fail "the full-ESP switch is not recorded as rolled back"
+  note "a full ESP: rolled back, the old generation reactivated and serving at once; the marker kept (boot default unknown) and the guard retrying until the ESP had room, then recorded"
+fi
+
+# 5. A snapshot store that cannot be written after a confirmed switch: the switch stands,
+#    the record is kept in the state directory, exit 1 naming it.
+if [[ -z "${FAULT_ONLY:-}" || "$FAULT_ONLY" == store ]]; then
+  known=$(readlink -f "$profile")
+  to=$A
+  [ "$known" = "$A" ] && to=$B
+  touch "$T/not-a-directory"
+  rc=0
+  in_sd "$LABNODE_BIN" safe-switch --to "$to" --out "$T/not-a-directory/snaps" --config "$T/labnode.yaml" >"$T/store.txt" 2>&1 || rc=$?
+  [ "$rc" = 1 ] && grep -q "unsaved-" "$T/store.txt" || fail "a switch whose store cannot be written: exit $rc: $(cat "$T/store.txt")"
+  r0=$(records)
+  [ "$(check "unwritable store" 0 "$to")" = "$(name_of "$to")" ]
+  ls "$T/state"/unsaved-*.json >/dev/null 2>&1 || fail "the record was not kept in the state directory"
+  note "a store that cannot be written: the confirmed switch to $(name_of "$to") stands, its record kept in $(basename "$(ls "$T/state"/unsaved-*.json | head -n 1)"), exit 1"
 fi
 
 # The matrix as a table: a row per run and point, a column per fault; each cell says the

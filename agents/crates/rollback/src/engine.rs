@@ -293,10 +293,13 @@ impl<'a> Engine<'a> {
             }
         };
         let unit = format!("labnode-rollback-guard-{}.service", marker.id);
+        // The guard keeps trying (with backoff) until the host is healthy: nobody else
+        // would before the next boot or the next run.
         let mut argv = vec![
             self.wrapper.display().to_string(),
             "safe-switch".into(),
             "--recover".into(),
+            "--retry".into(),
             "--guard".into(),
             marker.id.clone(),
         ];

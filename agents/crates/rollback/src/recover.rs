@@ -319,6 +319,7 @@ pub fn recover(
     }
 }
 
+#[derive(Debug)]
 enum Watch {
     /// The run finished (its marker is gone or another run's).
     Gone,
@@ -367,5 +368,77 @@ fn watch(e: &Engine<'_>, id: &str) -> Result<Watch, RunError> {
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A process to guard, and an engine whose state directory holds its marker.
+    fn guarded(t: &std::path::Path, deadline: f64) -> (std::process::Child, Context, Marker) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let cfg = Config {
+            state_dir: Some(t.join("state")),
+            arm: Some(crate::config::Arm::None),
+            ..Config::default()
+        };
+        let ctx = Context::new(cfg, t.join("snaps"), "test");
+        let mut m = crate::state::tests::test_marker();
+        m.pid = child.id();
+        m.pid_start = state::start_time(child.id());
+        m.deadline_unix = state::now_unix() + deadline;
+        (child, ctx, m)
+    }
+
+    #[test]
+    fn the_guard_follows_a_deadline_the_run_extends() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (mut child, ctx, mut m) = guarded(t.path(), 1.0);
+        let e = Engine::new(&ctx);
+        e.state.write_marker(&m).expect("marker");
+        let id = m.id.clone();
+        // The run enters new phases for 1.2 s, each pushing the deadline 1 s on, then dies at
+        // 1.3 s: past the first deadline, before the last one.
+        let writer = {
+            let dir = t.path().join("state");
+            std::thread::spawn(move || {
+                let s = crate::state::StateDir::new(&dir);
+                for _ in 0..12 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    m.deadline_unix = state::now_unix() + 1.0;
+                    s.write_marker(&m).expect("marker");
+                }
+            })
+        };
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1300));
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+        let w = watch(&e, &id).expect("watch");
+        writer.join().expect("writer");
+        killer.join().expect("killer");
+        assert!(
+            matches!(w, Watch::Died(..)),
+            "a run whose phases extend its deadline was not let run: {w:?}"
+        );
+    }
+
+    #[test]
+    fn a_run_past_its_deadline_is_killed() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (mut child, ctx, m) = guarded(t.path(), 0.3);
+        let e = Engine::new(&ctx);
+        e.state.write_marker(&m).expect("marker");
+        let w = watch(&e, &m.id).expect("watch");
+        assert!(matches!(w, Watch::Late(_)), "{w:?}");
+        // Killed by the guard: reaped here without a kill of our own.
+        let status = child.wait().expect("wait");
+        assert!(!status.success());
     }
 }

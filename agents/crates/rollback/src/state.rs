@@ -430,7 +430,7 @@ pub fn instant_of(unix: f64) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -458,6 +458,11 @@ mod tests {
     }
 
     fn marker() -> Marker {
+        test_marker()
+    }
+
+    /// A marker of this process, for tests.
+    pub(crate) fn test_marker() -> Marker {
         Marker {
             kind: MarkerKind::SafeSwitch,
             id: new_id(),
