@@ -82,8 +82,12 @@ in {
                  "prometheus-node-exporter", "labnode-system", "labnode-zfs",
                  "labnode-net", "labnode-rollback"]:
         c220g5.wait_for_unit(f"{unit}.service")
-    for timer in ["sanoid", "zfs-scrub", "nixos-upgrade", "nix-gc"]:
+    # The nightly upgrade and gc run through labnode (the run lock, the gates, the newest
+    # generations kept); nixpkgs' own timers are off.
+    for timer in ["sanoid", "zfs-scrub", "labnode-upgrade", "labnode-gc"]:
         c220g5.succeed(f"systemctl is-active {timer}.timer")
+    for timer in ["nixos-upgrade", "nix-gc"]:
+        c220g5.fail(f"systemctl is-active {timer}.timer")
     assert "syncoid-" in c220g5.succeed("systemctl list-timers --all --no-pager")
 
     # Nothing failed.

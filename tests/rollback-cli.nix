@@ -195,11 +195,13 @@
         assert "the host rebooted during its `switch` phase" in s["reason"], s["reason"]
         assert "boot_default" not in ((s.get("switch") or {}).get("phases") or {}), s
         assert machine.succeed(f"readlink -f {profile}").strip() == base, "the profile is not back on the old generation"
-        # The boot unit did it, and its run (systemd-run --wait) succeeded.
+        # The boot unit started the recovery (which retries until healthy, in a transient
+        # unit of its own, collected once it succeeded) and ended at once.
         unit = "labnode-safe-switch-recover.service"
         machine.wait_until_succeeds(f"test \"$(systemctl show -P ActiveState {unit})\" = inactive")
         machine.succeed(f"test \"$(systemctl show -P Result {unit})\" = success")
-        machine.succeed(f"test \"$(systemctl show -P ExecMainStatus {unit})\" = 0")
+        machine.wait_until_fails("systemctl is-active labnode-safe-switch-recover-run.service")
+        assert "labnode_rollback_recovery_failed 0" in machine.succeed("curl -fsS http://127.0.0.1:9470/metrics")
         machine.wait_until_succeeds("curl -fsS http://127.0.0.1:8080/health | grep -x v1")
   '';
 }
