@@ -387,7 +387,9 @@ mod tests {
             arm: Some(crate::config::Arm::None),
             ..Config::default()
         };
-        let ctx = Context::new(cfg, t.join("snaps"), "test");
+        let mut ctx = Context::new(cfg, t.join("snaps"), "test");
+        // Not this process's signals: another test in this binary may have left one pending.
+        ctx.interrupted = || None;
         let mut m = crate::state::tests::test_marker();
         m.pid = child.id();
         m.pid_start = state::start_time(child.id());
