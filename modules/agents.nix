@@ -157,12 +157,17 @@
         "--property=RequiresMountsFor=${stateDir}"
         "--setenv=PATH=${lib.makeBinPath [config.nix.package config.systemd.package pkgs.coreutils]}"
       ]
-      ++ lib.optionals wait [
-        "--wait"
-        # The oneshot unit that runs this one waits for it: its start job is labnode's own,
-        # not an unsettled one (agents/crates/rollback/src/systemd.rs, PARENT_UNIT_ENV).
-        "--setenv=LABNODE_PARENT_UNIT=${lib.removeSuffix "-run" unit}.service"
-      ]
+      ++ (
+        if wait
+        then [
+          "--wait"
+          # The oneshot unit that runs this one waits for it: its start job is labnode's own,
+          # not an unsettled one (agents/crates/rollback/src/systemd.rs, PARENT_UNIT_ENV).
+          "--setenv=LABNODE_PARENT_UNIT=${lib.removeSuffix "-run" unit}.service"
+        ]
+        # Without it systemd-run waits for a oneshot's start-up, which is the whole run.
+        else ["--no-block"]
+      )
       ++ ["--" labnode]
       ++ args);
   transient = transientWith {wait = true;};
@@ -471,7 +476,8 @@ in {
           unitConfig.X-StopOnRemoval = false;
           startAt = base.autoUpgrade.dates;
           environment = {HOME = "/root";} // config.networking.proxy.envVars;
-          path = [config.nix.package pkgs.gitMinimal pkgs.coreutils pkgs.gnutar pkgs.gzip pkgs.xz];
+          # What nixpkgs' nixos-upgrade has: fetching a git+ssh flake needs ssh.
+          path = [config.nix.package pkgs.gitMinimal config.programs.ssh.package pkgs.coreutils pkgs.gnutar pkgs.gzip pkgs.xz];
           serviceConfig = {
             Type = "oneshot";
             TimeoutStartSec = "infinity";
@@ -572,6 +578,7 @@ in {
       // lib.optionalAttrs upgrade {
         labnode-upgrade.timerConfig = {
           RandomizedDelaySec = config.system.autoUpgrade.randomizedDelaySec;
+          FixedRandomDelay = config.system.autoUpgrade.fixedRandomDelay or false;
           Persistent = config.system.autoUpgrade.persistent or true;
         };
       }

@@ -9,6 +9,9 @@
 # refuses at once), and the switch's known-good system has a GC root.
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/rollback.sh"
+# A switch held at its gates defers SIGTERM (it finishes the step first): kill it outright
+# if the test ends while it holds.
+trap 'kill -9 "${spid:-}" 2>/dev/null || true; stop_web; cleanup' EXIT
 
 mkdir -p "$T/profiles" "$T/control"
 profile="$T/profiles/system"
