@@ -444,6 +444,34 @@ if [[ -z "${FAULT_ONLY:-}" || "$FAULT_ONLY" == store ]]; then
   note "a store that cannot be written: the confirmed switch to $(name_of "$to") stands, its record kept in $(basename "$(ls "$T/state"/unsaved-*.json | head -n 1)"), exit 1"
 fi
 
+# 6. labnode killed while its nix-env flips the profile (found by the random trials under
+#    load: a kill 0.09 s into a switch). nix-env is slow here on purpose (it waits 1 s
+#    before it runs); an orphaned nix-env that outlived labnode would flip the profile after
+#    the guard had restored the known-good generation: running b, profile a.
+if [[ -z "${FAULT_ONLY:-}" || "$FAULT_ONLY" == slow-nix-env ]]; then
+  known=$(readlink -f "$profile")
+  to=$A
+  [ "$known" = "$A" ] && to=$B
+  r0=$(records)
+  real_nix_env=$(command -v nix-env)
+  cat >"$T/slow-nix-env" <<SCRIPT
+#!/bin/sh
+case "\$*" in *--set*) touch $T/nix-env-started; sleep 1 ;; esac
+exec $real_nix_env "\$@"
+SCRIPT
+  chmod +x "$T/slow-nix-env"
+  sed "s|^rollback:|rollback:\n  nix_env: $T/slow-nix-env|" "$T/labnode.yaml" >"$T/slow.yaml"
+  rm -f "$T/nix-env-started"
+  bg slow-switch in_sd "$LABNODE_BIN" safe-switch --to "$to" --config "$T/slow.yaml"
+  wait_for 20 "the slow nix-env to start" test -e "$T/nix-env-started"
+  in_sd pkill -9 -f "^$LABNODE_BIN safe-switch --to $to --config $T/slow.yaml"
+  wait_for 60 "the switch killed during nix-env to be recovered" settled
+  sleep 1.5 # the time an orphaned nix-env would take to flip the profile after all
+  end=$(check "killed during nix-env --set" 1 "$known")
+  in_sd pgrep -f "$T/slow-nix-env" >/dev/null && fail "nix-env outlived the labnode that ran it"
+  note "labnode killed while nix-env flips the profile: nix-env died with it; back on $(name_of "$known"), running, profile and boot default agree"
+fi
+
 # The matrix as a table: a row per run and point, a column per fault; each cell says the
 # generation the host ended on and the time from the fault until nothing was left to do.
 printf '%s\n' "${table[@]}" | awk -F'|' '
@@ -478,7 +506,10 @@ fi
 if [ "$RANDOM_TRIALS" -gt 0 ]; then
   for w in $(seq 1 "$workers"); do
     wait_for 1200 "random trials, worker $w" test -s "$T/worker-$w.rc"
-    [ "$(cat "$T/worker-$w.rc")" = 0 ] || fail "random trials, worker $w: $(tail -n 30 "$T/worker-$w.log")"
+    if [ "$(cat "$T/worker-$w.rc")" != 0 ]; then
+      tail -n 30 "$T/worker-$w.log" | sed "s/^/  worker $w: /" >&2
+      fail "random trials, worker $w: $(grep -m 1 '^FAIL' "$T/worker-$w.log" || echo "exit $(cat "$T/worker-$w.rc")")"
+    fi
   done
   cat "$T"/worker-*.log | awk '
     $1 == "RESULT" { n += $2; hit += $3; rec += $4 }

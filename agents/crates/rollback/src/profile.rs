@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -215,13 +216,32 @@ impl NixEnv {
         argv.extend_from_slice(args);
         let command = format!("{} {}", self.program.display(), argv.join(" "));
         let start = Instant::now();
-        let out = Command::new(&self.program)
-            .args(&argv)
-            .output()
-            .map_err(|e| ProfileError::NixEnv {
-                command: command.clone(),
-                why: format!("cannot run {}: {e}", self.program.display()),
-            })?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&argv);
+        // nix-env dies with labnode: an orphan that outlived a killed labnode would flip the
+        // profile after the guard had restored the known-good generation (the fault tests
+        // found it). Its profile switch is an atomic rename, so a kill leaves the old or the
+        // new profile, never half of one.
+        let parent = std::process::id();
+        // SAFETY: prctl and getppid are async-signal-safe and touch no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl: then nothing would kill this one.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::other(
+                        "labnode exited before nix-env started",
+                    ));
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().map_err(|e| ProfileError::NixEnv {
+            command: command.clone(),
+            why: format!("cannot run {}: {e}", self.program.display()),
+        })?;
         let took = start.elapsed();
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
