@@ -57,7 +57,7 @@ pub struct ReportArgs {
     /// format asked for goes to standard output.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Show the seed's claimed values beside the measured ones.
+    /// Show the original claims table's values beside the measured ones.
     #[arg(long)]
     claims: bool,
     /// Exit 1, naming every row, when a row got worse by more than this, e.g. 20%.

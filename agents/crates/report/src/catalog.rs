@@ -2,7 +2,7 @@
 //!
 //! Each row names the series it reads (names and labels from the metric contract,
 //! `docs/metrics.md`), how one snapshot's series become one value, the unit and how it is
-//! shown, which direction is better, and how a change is worded. Groups follow the seed's before/after table.
+//! shown, which direction is better, and how a change is worded. Groups follow the original claims table (the before/after table labnode was asked to fill, docs/claims.md).
 
 use labnode_core::Unit;
 
@@ -13,8 +13,8 @@ pub struct Group {
     pub id: &'static str,
     /// Section title.
     pub title: &'static str,
-    /// Where the seed's table makes these claims.
-    pub seed: &'static str,
+    /// Where the original claims table makes these claims.
+    pub claims_source: &'static str,
     /// The rows.
     pub rows: &'static [Row],
 }
@@ -48,11 +48,11 @@ pub struct Row {
     /// When the measure finds nothing but a snapshot holds this metric, the value is 0
     /// (the collector ran and found none, e.g. no WireGuard peer).
     pub zero_when: Option<&'static str>,
-    /// The seed's claim for this row, shown beside ours with `--claims`.
+    /// The original claim for this row, shown beside ours with `--claims`.
     pub claimed: Option<Claim>,
 }
 
-/// What the seed claimed.
+/// What the original claims table claimed.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Claim {
     /// The claimed "before".
@@ -406,7 +406,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "configuration",
         title: "Configuration",
-        seed: "Phase 0: Configuration Management; Metrics Summary: Reproducibility",
+        claims_source: "Phase 0: Configuration Management; Metrics Summary: Reproducibility",
         rows: &[
             row(
                 "nixos",
@@ -486,7 +486,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "rollback",
         title: "Rollback",
-        seed: "Phase 0: Rollback Time; Operational Excellence: Rollback Success Rate",
+        claims_source: "Phase 0: Rollback Time; Operational Excellence: Rollback Success Rate",
         rows: &[
             row(
                 "rollback_time",
@@ -558,7 +558,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "recovery",
         title: "Recovery time (RTO)",
-        seed: "Phase 3: Backup & Disaster Recovery, RTO; Operational Excellence: Downtime (MTTR)",
+        claims_source: "Phase 3: Backup & Disaster Recovery, RTO; Operational Excellence: Downtime (MTTR)",
         rows: &[
             row(
                 "rto_nixos",
@@ -603,7 +603,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "rpo",
         title: "Recovery point (RPO)",
-        seed: "Phase 3: Backup & Disaster Recovery, RPO and Backup Frequency",
+        claims_source: "Phase 3: Backup & Disaster Recovery, RPO and Backup Frequency",
         rows: &[
             row(
                 "rpo",
@@ -647,7 +647,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "storage",
         title: "Storage efficiency",
-        seed: "Overall: Hardware Utilization, Storage Efficiency",
+        claims_source: "Overall: Hardware Utilization, Storage Efficiency",
         rows: &[
             row(
                 "storage_ratio",
@@ -692,7 +692,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "network",
         title: "Network",
-        seed: "Phase 0: Networking; Phase 2: Network Optimization (BBR), QUIC/HTTP/3",
+        claims_source: "Phase 0: Networking; Phase 2: Network Optimization (BBR), QUIC/HTTP/3",
         rows: &[
             row(
                 "net_deployed",
@@ -876,7 +876,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "gpu",
         title: "GPU",
-        seed: "Overall: Hardware Utilization, GPU Utilization; Phase 2: GPU Optimization",
+        claims_source: "Overall: Hardware Utilization, GPU Utilization; Phase 2: GPU Optimization",
         rows: &[
             row(
                 "gpu_devices",
@@ -933,7 +933,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "cpu_memory",
         title: "CPU and memory",
-        seed: "Overall: Hardware Utilization, CPU Utilization and RAM Utilization",
+        claims_source: "Overall: Hardware Utilization, CPU Utilization and RAM Utilization",
         rows: &[
             row(
                 "cpu_busy",
@@ -985,7 +985,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "monitoring",
         title: "Monitoring coverage",
-        seed: "Phase 0: Monitoring; Operational Excellence: Observability",
+        claims_source: "Phase 0: Monitoring; Operational Excellence: Observability",
         rows: &[
             row(
                 "collectors_up",
@@ -1020,7 +1020,7 @@ pub static CATALOG: &[Group] = &[
     Group {
         id: "security",
         title: "Security posture",
-        seed: "Phase 0: Networking, Security; Key Wins: Security Improvements",
+        claims_source: "Phase 0: Networking, Security; Key Wins: Security Improvements",
         rows: &[
             row(
                 "wireguard_up",

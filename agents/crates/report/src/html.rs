@@ -61,7 +61,7 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
 section.group { margin-top: 30px; }
 .group-head { display: flex; align-items: baseline; justify-content: space-between; gap: 12px;
   border-bottom: 1px solid var(--line); padding-bottom: 6px; margin-bottom: 4px; break-after: avoid; }
-.seed { color: var(--muted); font-size: 12px; text-align: right; }
+.claims-source { color: var(--muted); font-size: 12px; text-align: right; }
 table { width: 100%; border-collapse: collapse; font-variant-numeric: tabular-nums; table-layout: fixed; }
 th { text-align: left; font-size: 11px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted);
   font-weight: 600; padding: 8px 10px 6px; border-bottom: 1px solid var(--line); }
@@ -292,10 +292,10 @@ fn group(o: &mut String, r: &Report, g: &GroupOut) {
     let claims = g.rows.iter().any(|x| x.claimed.is_some());
     let _ = writeln!(
         o,
-        "<section class=\"group\" id=\"{}\">\n<div class=\"group-head\"><h2>{}</h2><div class=\"seed\">Seed: {}</div></div>",
+        "<section class=\"group\" id=\"{}\">\n<div class=\"group-head\"><h2>{}</h2><div class=\"claims-source\">Original claims: {}</div></div>",
         esc(g.id),
         esc(g.title),
-        esc(g.seed)
+        esc(g.claims_source)
     );
     if claims {
         o.push_str("<table>\n<colgroup><col style=\"width:31%\"><col style=\"width:15%\"><col style=\"width:15%\"><col style=\"width:19%\"><col style=\"width:20%\"></colgroup>\n");
@@ -304,7 +304,7 @@ fn group(o: &mut String, r: &Report, g: &GroupOut) {
     }
     o.push_str("<thead><tr><th>Metric</th><th class=\"num\">Before</th><th class=\"num\">After</th><th>Change</th>");
     if claims {
-        o.push_str("<th>Seed claimed</th>");
+        o.push_str("<th>Originally claimed</th>");
     }
     o.push_str("</tr></thead>\n<tbody>\n");
     for row in &g.rows {

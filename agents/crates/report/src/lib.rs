@@ -1,4 +1,4 @@
-//! labnode's before/after report: a catalog of rows (the seed's table, measured), read from
+//! labnode's before/after report: a catalog of rows (the original claims table, measured), read from
 //! snapshots or from Prometheus, summarised per side (median, p95, n), compared, gated on
 //! regressions, and written as Markdown, self-contained HTML with inline SVG, and JSON.
 

@@ -308,11 +308,15 @@ pub fn render(r: &Report) -> String {
 
     for g in &r.groups {
         let _ = writeln!(o, "## {}\n", cell_text(g.title));
-        let _ = writeln!(o, "<sub>Seed: {}</sub>\n", cell_text(g.seed));
+        let _ = writeln!(
+            o,
+            "<sub>Original claims: {}</sub>\n",
+            cell_text(g.claims_source)
+        );
         if claims {
             let _ = writeln!(
                 o,
-                "| Metric | Before | After | Change | Seed claimed |\n|:--|--:|--:|:--|:--|"
+                "| Metric | Before | After | Change | Originally claimed |\n|:--|--:|--:|:--|:--|"
             );
         } else {
             let _ = writeln!(o, "| Metric | Before | After | Change |\n|:--|--:|--:|:--|");
@@ -445,4 +449,48 @@ fn capitalise(s: &str) -> String {
     c.next()
         .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
         .unwrap_or_default()
+}
+
+/// The original claims, as `docs/claims.md` shows them: per group of the catalog, where
+/// the original table makes its claims and, per row that has one, the claim beside the
+/// row that measures it. Generated from the catalog; a test keeps the file in step.
+pub fn claims_document() -> String {
+    let mut o = String::new();
+    o.push_str(
+        "# The original claims\n\n\
+         labnode was asked to fill a before/after table whose cells were claims, not\n\
+         measurements (\"Rollback Time: 30+ minutes → <5 minutes, 6x faster\"). These are the\n\
+         claims of that table that `labnode report` measures, grouped as the report groups\n\
+         them; `labnode report --claims` prints each one beside the measured value.\n\
+         Rows without a claim are measured because the claim needs them (a rollback's\n\
+         success rate needs the drills that fail). Claims about parts labnode does not run\n\
+         (Cilium, vector databases, LLM serving, WebAssembly) are not in the report.\n\n\
+         Generated from the report's catalog (`agents/crates/report/src/catalog.rs`); the\n\
+         test `claims_document` fails when this file is stale\n\
+         (`LABNODE_BLESS=1 cargo test -p labnode-report --test claims` rewrites it).\n",
+    );
+    for g in crate::catalog::CATALOG {
+        let _ = write!(
+            o,
+            "\n## {}\n\nClaimed in: {}\n\n",
+            cell_text(g.title),
+            cell_text(g.claims_source)
+        );
+        o.push_str("| Row (`id`) | Claimed before | Claimed after | Claimed improvement |\n|:--|:--|:--|:--|\n");
+        for r in g.rows {
+            let (b, a, i) = r
+                .claimed
+                .map_or(("-", "-", "-"), |c| (c.before, c.after, c.improvement));
+            let _ = writeln!(
+                o,
+                "| {} (`{}`) | {} | {} | {} |",
+                cell_text(r.title),
+                r.id,
+                cell_text(b),
+                cell_text(a),
+                cell_text(i)
+            );
+        }
+    }
+    o
 }

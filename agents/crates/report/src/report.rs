@@ -20,7 +20,7 @@ pub const REPORT_SCHEMA: &str = "labnode-report/1";
 /// What the caller decides.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Show the seed's claims beside the measurements.
+    /// Show the original claims beside the measurements.
     pub claims: bool,
     /// Fail rows that got worse by more than this fraction (0.2 is 20%).
     pub gate: Option<f64>,
@@ -111,8 +111,8 @@ pub struct GroupOut {
     pub id: &'static str,
     /// Title.
     pub title: &'static str,
-    /// Where the seed makes these claims.
-    pub seed: &'static str,
+    /// Where the original claims table makes these claims.
+    pub claims_source: &'static str,
     /// The rows.
     pub rows: Vec<RowOut>,
 }
@@ -143,7 +143,7 @@ pub struct RowOut {
     /// The change, when both sides have a value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
-    /// The seed's claim, with `--claims`.
+    /// The original claim, with `--claims`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claimed: Option<Claim>,
 }
@@ -317,7 +317,7 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
         .map(|g| GroupOut {
             id: g.id,
             title: g.title,
-            seed: g.seed,
+            claims_source: g.claims_source,
             rows: g
                 .rows
                 .iter()
