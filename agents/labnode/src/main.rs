@@ -3,6 +3,7 @@
 mod config;
 mod demo;
 mod drill_zfs;
+mod generate;
 mod report_cmd;
 mod rollback;
 
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use labnode_core::host;
 use labnode_core::snapshot::{self, Snapshot, Store};
 use labnode_core::{Hub, http, hub};
@@ -28,6 +29,7 @@ use crate::config::Config;
     labnode serve --config /etc/labnode/config.yaml  # Prometheus exporter on 127.0.0.1:9466\n  \
     labnode collect --label before --out snapshots   # one snapshot of this host\n  \
     labnode config check /etc/labnode/config.yaml    # validate a configuration file\n  \
+    labnode generate man DIR                         # a man page per command\n  \
     labnode report --before before --after after     # the before/after table\n  \
     labnode drill rollback                           # the rollback drill's plan; --yes runs it\n  \
     sudo labnode safe-switch --to /nix/store/...     # switch behind health gates\n\n\
@@ -67,6 +69,9 @@ enum Command {
     /// Collect garbage without taking away what a rollback needs: keeps the newest N system
     /// generations whatever their age, behind the same lock as safe switches and drills.
     Gc(rollback::GcArgs),
+    /// Generate man pages or shell completions.
+    #[command(subcommand)]
+    Generate(generate::GenerateCommand),
     /// Internal: what labnode runs inside its own units and processes.
     #[command(subcommand, hide = true)]
     Internal(InternalCommand),
@@ -353,6 +358,7 @@ fn main() -> ExitCode {
         Command::SafeSwitch(a) => rollback::safe_switch(a),
         Command::Gc(a) => rollback::run_gc(a),
         Command::Internal(_) => Ok(()),
+        Command::Generate(g) => generate::run(g, Cli::command()),
         Command::Drill(DrillCommand::Zfs(a)) => load_config(a.config.as_ref()).and_then(|cfg| {
             drill_zfs::run(a, cfg.snapshot_dir())
                 .map_err(|(code, message)| Failure { code, message })
