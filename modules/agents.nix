@@ -63,7 +63,7 @@
         };
         description = ''
           Settings of the ${name} collector, written under `collectors.${name}` in the
-          labnode configuration file (see the README for every key). Checked at build time.
+          labnode configuration file (docs/configuration.md lists every key). Checked at build time.
         '';
       };
     };
@@ -247,7 +247,7 @@ in {
         description = ''
           The top-level `rollback:` section of the labnode configuration file: the health
           gates and the system profile that `labnode drill rollback` and `labnode
-          safe-switch` use (see the README for its keys). Checked at build time.
+          safe-switch` use (docs/rollback.md lists its keys). Checked at build time.
         '';
       };
 

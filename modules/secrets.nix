@@ -55,7 +55,7 @@ in {
     warnings = lib.optional (!cfg.allowTestOnlyKey && lib.hasInfix testOnlyRecipient (builtins.readFile cfg.sopsFile)) ''
       ${toString cfg.sopsFile} is encrypted to the TEST-ONLY age key, whose private half is
       public: anyone can read these secrets, and this node cannot decrypt them with its own
-      key. Create real secrets before deploying (README, "Secrets").
+      key. Create real secrets before deploying (docs/nixos/secrets.md).
     '';
 
     sops = {

@@ -1,5 +1,5 @@
-# What only the operator of this node knows. Edit before the first install (README,
-# "Deploying to a fresh CloudLab c220g5").
+# What only the operator of this node knows. Edit before the first install
+# (docs/nixos/deploy.md).
 {
   # Public keys allowed to log in as root over SSH (password login is off). Evaluation stops
   # while no user has a key: the first boot would lock everyone out.

@@ -58,11 +58,11 @@ printf '# all defaults\n' >"$c"
 "$LABNODE_BIN" config check "$c" | grep -q ": ok (listen 127.0.0.1:9466" || fail "a valid config is refused"
 note "a valid config passes"
 
-# Every configuration example in the READMEs (a ```yaml block with a `collectors:` or
+# Every configuration example in the documents (a ```yaml block with a `collectors:` or
 # `rollback:` key at its top level) is a valid configuration, so the documentation cannot
 # drift from the parser.
 n=0
-for md in README.md modules/monitoring/README.md; do
+for md in README.md docs/*.md docs/nixos/*.md modules/monitoring/README.md; do
   awk -v out="$T/example" '
     /^```yaml/ { inb = 1; k++; f = out "-" k ".yaml"; printf "" > f; next }
     inb && /^```/ { inb = 0; close(f); next }
@@ -78,5 +78,5 @@ for md in README.md modules/monitoring/README.md; do
     rm -f "$f"
   done
 done
-[ "$n" -ge 2 ] || fail "found $n configuration examples in the READMEs, want at least 2"
-note "$n configuration examples in the READMEs pass config check"
+[ "$n" -ge 2 ] || fail "found $n configuration examples in the documents, want at least 2"
+note "$n configuration examples in the documents pass config check"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The "before" host gets a static binary (README: A static binary for the "before" host):
+# The "before" host gets a static binary (docs/agents.md: A static binary for the "before" host):
 # built as documented, it needs no shared library, and `labnode collect` with it writes a
 # snapshot that `labnode report` reads.
 . "$(dirname "$0")/../lib/common.sh"
