@@ -139,7 +139,8 @@ rc=0
 note "a second run into the same --out: exit 2, the first run's snapshots kept"
 
 # 2. What this machine lacks: without root, nothing happens (exit 2); without wireguard-go
-#    and Nix (a PATH without them), the demo runs and says what it could not measure.
+#    and Nix (a PATH without them) it stops (exit 2) naming the packages, and with --partial
+#    it runs and says what it could not measure.
 rc=0
 setpriv --reuid=nobody --regid=nogroup --clear-groups "$LABNODE_BIN" demo --out "$T/nobody" >"$T/nobody.txt" 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "labnode demo needs root" "$T/nobody.txt" && [ ! -e "$T/nobody" ] ||
@@ -160,8 +161,17 @@ mkdir "$T/nvml"
 ln -s "$LABNODE_FAKE_NVML_LIB" "$T/nvml/libnvidia-ml.so.1"
 p4="$(cd "$(dirname "$0")/../fake-nvml/profiles" && pwd)/tesla-p4.json"
 rc=0
+PATH="$T/path" CI=true "$LABNODE_BIN" demo --out "$T/stopped" --duration 1 >"$T/stopped.txt" 2>&1 || rc=$?
+[ "$rc" = 2 ] && [ ! -e "$T/stopped" ] &&
+  grep -q "wireguard-go not installed (Debian: apt-get install wireguard-go wireguard-tools)" "$T/stopped.txt" &&
+  grep -q "nix-build, nix-env not installed (Nix: Debian's nix-bin" "$T/stopped.txt" &&
+  grep -q -- "--partial" "$T/stopped.txt" ||
+  fail "without wireguard-go and Nix (no --partial): exit $rc, $(cat "$T/stopped.txt")"
+clean "" "a demo that stopped for lack of wireguard-go and Nix"
+note "without wireguard-go and Nix: exit 2 naming both packages and --partial, nothing made"
+rc=0
 LD_LIBRARY_PATH="$T/nvml" LABNODE_FAKE_NVML_PROFILE="$p4" PATH="$T/path" CI=true \
-  "$LABNODE_BIN" demo --out "$T/bare" --duration 1 >"$T/bare.txt" 2>&1 &
+  "$LABNODE_BIN" demo --partial --out "$T/bare" --duration 1 >"$T/bare.txt" 2>&1 &
 pid=$!
 wait "$pid" || rc=$?
 [ "$rc" = 0 ] || fail "without wireguard-go and Nix: exit $rc, $(cat "$T/bare.txt")"
@@ -175,7 +185,7 @@ not_measured net_wireguard_cost after 'none measured .*path="wireguard"'
 not_measured rto_nixos after 'no rollback_drill record'
 jq -e '.after.deployed.path == "direct" and (.setup | any(test("no WireGuard tunnel: wireguard-go is missing")))' "$J" >/dev/null ||
   fail "the report does not say the after side ran without a tunnel: $(jq -c '.after.deployed, .setup' "$J")"
-note "without wireguard-go and Nix: exit 0; $(grep -o 'WireGuard: not measured.*' "$T/bare.txt" | cut -c1-60)...; the rollback rows not measured"
+note "without wireguard-go and Nix, --partial: exit 0; $(grep -o 'WireGuard: not measured.*' "$T/bare.txt" | cut -c1-60)...; the rollback rows not measured"
 # The simulated Tesla P4: measured on both sides, the profile's values.
 for side in before after; do
   for row in gpu_devices gpu_memory gpu_power gpu_energy; do measured "$row" "$side"; done

@@ -28,9 +28,10 @@ use crate::config::Config;
 #[command(
     after_help = "What it needs: root, iproute2 (ip, tc) and /dev/net/tun; for the \
     WireGuard rows wireguard-go and wg; for the rollback rows nix-build and nix-env (a \
-    single-user, offline Nix is enough). Without WireGuard or Nix it says what is not \
-    measured and why; without root, ip, tc or (for --link wan) /dev/net/tun it stops at \
-    once, having changed nothing.\n\n\
+    single-user, offline Nix is enough). Without one of them it stops at once, naming the \
+    package to install (tools/demo installs them), unless --partial: then it measures the \
+    rest and says what is not measured and why. Without root, ip, tc or (for --link wan) \
+    /dev/net/tun it stops at once. A stop changes nothing.\n\n\
     It removes everything it made (namespaces, wireguard-go, probe servers, the scratch \
     service, its temporary directory), also on Ctrl-C, SIGTERM or SIGHUP. It leaves the \
     report and its snapshots in --out, and two small Nix store paths (the scratch \
@@ -50,6 +51,10 @@ pub struct DemoArgs {
     /// TCP through WireGuard after).
     #[arg(long, value_name = "SECONDS", default_value_t = 8.0)]
     duration: f64,
+    /// Measure what this machine allows: without wireguard-go or Nix, run the rest and
+    /// leave the WireGuard or rollback rows "not measured", with the reason.
+    #[arg(long)]
+    partial: bool,
 }
 
 /// What can be measured here, and why not where not.
@@ -143,6 +148,20 @@ fn preflight(args: &DemoArgs) -> Result<Preflight, DemoError> {
             nix_missing.join(", ")
         ))
     };
+    if !args.partial {
+        let lacking: Vec<String> = [&wireguard, &nix]
+            .into_iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
+        if !lacking.is_empty() {
+            return Err(DemoError::CannotRun(format!(
+                "labnode demo measures the WireGuard and rollback rows too, and this machine \
+                 lacks what they need: {}. Install it (tools/demo does), or pass --partial to \
+                 measure the rest. Nothing was measured.",
+                lacking.join("; ")
+            )));
+        }
+    }
     Ok(Preflight { wireguard, nix })
 }
 
