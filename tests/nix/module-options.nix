@@ -1,62 +1,11 @@
 # Offline check of every NixOS module under modules/ (no nixpkgs needed): each option the
 # module declares has a type and a non-empty description, options of submodules included.
-# The modules are called with a stub `lib` that records mkOption's arguments; nothing of
-# the `config` part is evaluated. Prints a JSON list of problems (empty when clean).
+# The modules are called with the stubs of module-stubs.nix. Prints a JSON list of problems
+# (empty when clean).
 # Run: nix-instantiate --eval --strict --json tests/nix/module-options.nix
 let
-  inherit (builtins) attrNames concatLists filter isAttrs isFunction isString map readDir;
-
-  stubType = name: extra: {_stubType = name;} // extra;
-  wrap = name: elem: stubType name {inherit elem;};
-  types = {
-    str = stubType "str" {};
-    singleLineStr = stubType "singleLineStr" {};
-    bool = stubType "bool" {};
-    int = stubType "int" {};
-    port = stubType "port" {};
-    path = stubType "path" {};
-    package = stubType "package" {};
-    anything = stubType "anything" {};
-    raw = stubType "raw" {};
-    ints = {
-      positive = stubType "ints.positive" {};
-      unsigned = stubType "ints.unsigned" {};
-      between = _: _: stubType "ints.between" {};
-    };
-    nullOr = wrap "nullOr";
-    listOf = wrap "listOf";
-    attrsOf = wrap "attrsOf";
-    lazyAttrsOf = wrap "lazyAttrsOf";
-    enum = _: stubType "enum" {};
-    either = a: b: stubType "either" {elems = [a b];};
-    oneOf = elems: stubType "oneOf" {inherit elems;};
-    submodule = module: stubType "submodule" {inherit module;};
-  };
-  lib = {
-    inherit types;
-    mkOption = args: args // {_isOption = true;};
-    mkEnableOption = what: {
-      _isOption = true;
-      type = types.bool;
-      description = "Whether to enable ${what}.";
-    };
-    literalExpression = text: {_type = "literalExpression";} // {inherit text;};
-    literalMD = text: {_type = "literalMD";} // {inherit text;};
-  };
-  # Anything a module reads outside `options` while declaring them is lazy; this stands in.
-  stub = {};
-  pkgs = {formats.yaml = _: {type = stubType "yaml" {};};};
-
-  callModule = module: name:
-    if isFunction module
-    then
-      module {
-        inherit lib pkgs name;
-        config = stub;
-        options = stub;
-        modulesPath = "/";
-      }
-    else module;
+  inherit (builtins) attrNames concatLists isAttrs isString map;
+  inherit (import ./module-stubs.nix) callModule moduleFiles;
 
   # Problems of one option tree, with `where` naming the path so far.
   checkTree = file: where: tree:
@@ -97,11 +46,6 @@ let
     else if t ? elems
     then concatLists (map (checkType file where) t.elems)
     else [];
-
-  moduleFiles = let
-    top = filter (f: builtins.match ".*\\.nix" f != null) (attrNames (readDir ../../modules));
-  in
-    (map (f: ../../modules + "/${f}") top) ++ [../../modules/monitoring/default.nix];
 
   checkFile = path: let
     m = callModule (import path) "";
