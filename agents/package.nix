@@ -23,8 +23,8 @@ rustPlatform.buildRustPackage {
   pname = "labnode";
   version = "0.1.0";
 
-  # The workspace, the metric contract its tests check the report's catalog against and the
-  # claims document generated from that catalog.
+  # The workspace, the metric contract its tests check the report's catalog against, the
+  # claims document generated from that catalog and the collector registry's export.
   src = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.unions [
@@ -35,6 +35,7 @@ rustPlatform.buildRustPackage {
       ./bench
       ../docs/metrics.md
       ../docs/claims.md
+      ../modules/collectors.json
     ];
   };
   cargoRoot = "agents";

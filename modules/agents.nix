@@ -134,13 +134,9 @@
     };
   };
 
-  defaultPorts = {
-    system = 9466;
-    gpu = 9467;
-    zfs = 9468;
-    net = 9469;
-    rollback = 9470;
-  };
+  # Every collector labnode knows and its default port: the export of the binary's
+  # collector registry (agents/labnode/src/collectors.rs; a cargo test keeps it in step).
+  defaultPorts = builtins.mapAttrs (_: c: c.port) (builtins.fromJSON (builtins.readFile ./collectors.json));
 
   # Runs a command as a transient unit: a drill or a recovery switches the system, and
   # switch-to-configuration stops units that the other generation does not have, which

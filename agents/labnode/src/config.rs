@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use labnode_core::Collector;
-use labnode_core::config::{self, ConfigError, Schedule};
+use labnode_core::config::{self, ConfigError};
 use serde::Deserialize;
+
+use crate::collectors::{self, Collectors, REGISTRY};
 
 /// Default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
 /// Default snapshot directory.
 pub const DEFAULT_SNAPSHOT_DIR: &str = "/var/lib/labnode/snapshots";
-/// Every collector this build knows, in the order they run.
-pub const KNOWN_COLLECTORS: [&str; 5] = ["system", "gpu", "zfs", "net", "rollback"];
 
 /// The whole file. Unknown keys are errors.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,22 +30,6 @@ pub struct Config {
     pub rollback: Option<labnode_rollback::Config>,
 }
 
-/// The `collectors` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Collectors {
-    /// The `system` collector.
-    pub system: Option<labnode_system::Config>,
-    /// The `gpu` collector.
-    pub gpu: Option<labnode_gpu::Config>,
-    /// The `zfs` collector.
-    pub zfs: Option<labnode_zfs::Config>,
-    /// The `net` collector.
-    pub net: Option<labnode_net::Config>,
-    /// The `rollback` collector.
-    pub rollback: Option<labnode_rollback::CollectorConfig>,
-}
-
 impl Config {
     /// Loads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -56,87 +40,18 @@ impl Config {
 
     /// Checks what the types alone cannot: relations between values.
     fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let c = &self.collectors;
-        // The values in force (defaults included), and whether the deadline was given (one
-        // that was not is never longer than the interval: see Schedule::deadline).
-        let schedules = [
-            (
-                "system",
-                c.system
-                    .as_ref()
-                    .map(|s| (s.interval(), s.deadline(), s.deadline.is_some())),
-            ),
-            (
-                "gpu",
-                c.gpu
-                    .as_ref()
-                    .map(|g| (g.interval(), g.deadline(), g.deadline.is_some())),
-            ),
-            (
-                "zfs",
-                c.zfs
-                    .as_ref()
-                    .map(|z| (z.interval(), z.deadline(), z.deadline.is_some())),
-            ),
-            (
-                "net",
-                c.net
-                    .as_ref()
-                    .map(|n| (n.interval(), n.deadline(), n.deadline.is_some())),
-            ),
-            (
-                "rollback",
-                c.rollback
-                    .as_ref()
-                    .map(|r| (r.interval(), r.deadline(), r.deadline.is_some())),
-            ),
-        ];
-        for (name, schedule) in schedules {
-            if let Some((interval, deadline, deadline_given)) = schedule {
-                if deadline_given && deadline > interval {
-                    return Err(ConfigError::at_key(
-                        path,
-                        text,
-                        &format!("collectors.{name}.deadline"),
-                        format!(
-                            "the deadline ({deadline:?}) must not be longer than the interval ({interval:?})"
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(g) = &c.gpu {
-            let window = g
-                .window
-                .map_or(std::time::Duration::from_millis(500), |w| w.get());
-            if window >= g.deadline() {
-                return Err(ConfigError::at_key(
+        for entry in REGISTRY {
+            (entry.check)(self).map_err(|e| {
+                ConfigError::at_key(
                     path,
                     text,
-                    if g.window.is_some() {
-                        "collectors.gpu.window"
-                    } else {
-                        "collectors.gpu.deadline"
-                    },
-                    format!(
-                        "the first run samples for the window ({window:?}), which must be shorter than the deadline ({:?})",
-                        g.deadline()
-                    ),
-                ));
-            }
+                    &format!("collectors.{}.{}", entry.name, e.key),
+                    e.message,
+                )
+            })?;
         }
         if let Some(r) = &self.rollback {
             r.check(path, text, "rollback")?;
-        }
-        if let Some(z) = &c.zfs {
-            if z.snapshot_interval.is_some_and(|s| s.get() < z.interval()) {
-                return Err(ConfigError::at_key(
-                    path,
-                    text,
-                    "collectors.zfs.snapshot_interval",
-                    "snapshots are enumerated at most once per run: snapshot_interval must not be shorter than interval",
-                ));
-            }
         }
         if let Some(dir) = &self.snapshot_dir {
             if !dir.is_absolute() {
@@ -169,20 +84,10 @@ impl Config {
 
     /// Names of the collectors enabled in this configuration.
     pub fn enabled(&self) -> Vec<&'static str> {
-        KNOWN_COLLECTORS
-            .into_iter()
-            .filter(|name| match *name {
-                "system" => self.collectors.system.as_ref().is_none_or(|c| c.enabled()),
-                "gpu" => self.collectors.gpu.as_ref().is_none_or(|c| c.enabled()),
-                "zfs" => self.collectors.zfs.as_ref().is_none_or(|c| c.enabled()),
-                "net" => self.collectors.net.as_ref().is_none_or(|c| c.enabled()),
-                "rollback" => self
-                    .collectors
-                    .rollback
-                    .as_ref()
-                    .is_none_or(|c| c.enabled()),
-                _ => false,
-            })
+        REGISTRY
+            .iter()
+            .filter(|e| (e.enabled)(self))
+            .map(|e| e.name)
             .collect()
     }
 
@@ -193,53 +98,30 @@ impl Config {
         } else {
             let mut v = Vec::new();
             for n in names {
-                let Some(known) = KNOWN_COLLECTORS.iter().find(|k| **k == n.as_str()) else {
+                let Some(known) = collectors::find(n) else {
                     return Err(format!(
                         "unknown collector {n:?}; this build has: {}",
-                        KNOWN_COLLECTORS.join(", ")
+                        collectors::names().join(", ")
                     ));
                 };
-                if !v.contains(known) {
-                    v.push(*known);
+                if !v.contains(&known.name) {
+                    v.push(known.name);
                 }
             }
             v
         };
         Ok(chosen
             .into_iter()
-            .filter_map(|name| self.build_one(name))
+            .filter_map(collectors::find)
+            .map(|e| (e.build)(self))
             .collect())
-    }
-
-    fn build_one(&self, name: &str) -> Option<Arc<dyn Collector>> {
-        match name {
-            "system" => Some(Arc::new(labnode_system::SystemCollector::new(
-                &self.collectors.system.clone().unwrap_or_default(),
-            ))),
-            "gpu" => Some(Arc::new(labnode_gpu::GpuCollector::new(
-                &self.collectors.gpu.clone().unwrap_or_default(),
-            ))),
-            "zfs" => Some(Arc::new(labnode_zfs::ZfsCollector::new(
-                &self.collectors.zfs.clone().unwrap_or_default(),
-                Some(self.snapshot_dir()),
-            ))),
-            "net" => Some(Arc::new(labnode_net::NetCollector::new(
-                &self.collectors.net.clone().unwrap_or_default(),
-                &self.snapshot_dir(),
-            ))),
-            "rollback" => Some(Arc::new(labnode_rollback::RollbackCollector::new(
-                &self.collectors.rollback.clone().unwrap_or_default(),
-                &self.rollback.clone().unwrap_or_default(),
-                self.snapshot_dir(),
-            ))),
-            _ => None,
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use labnode_core::config::Schedule;
     use std::time::Duration;
 
     fn check(text: &str) -> Result<Config, ConfigError> {

@@ -19,6 +19,9 @@ pub enum GenerateCommand {
         /// The directory (for example `$out/share/man/man1`).
         dir: PathBuf,
     },
+    /// Print the collector registry (each collector's name and default port) as JSON: what
+    /// the NixOS agents module reads from `modules/collectors.json`.
+    Collectors,
     /// Print the completion script for SHELL on stdout.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -45,6 +48,9 @@ pub fn run(cmd: GenerateCommand, mut cli: Command) -> Result<(), Failure> {
             eprintln!("labnode: {n} man pages in {}", dir.display());
             Ok(())
         }
+        GenerateCommand::Collectors => std::io::stdout()
+            .write_all(crate::collectors::export_json().as_bytes())
+            .map_err(|e| Failure::runtime(format!("cannot write to stdout: {e}"))),
         GenerateCommand::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut cli, "labnode", &mut out);

@@ -1,5 +1,6 @@
 //! `labnode`: the one binary of the labnode agents.
 
+mod collectors;
 mod config;
 mod demo;
 mod drill_zfs;

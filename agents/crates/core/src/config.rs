@@ -170,6 +170,35 @@ pub trait Schedule {
             .2
             .map_or(Self::DEFAULT_DEADLINE.min(self.interval()), Period::get)
     }
+    /// Relations between the section's own values that their types cannot express
+    /// (default: none). The key named is relative to the section.
+    fn check_relations(&self) -> Result<(), SectionError> {
+        Ok(())
+    }
+    /// Checks the section: a deadline that was given is not longer than the interval in
+    /// force (the default included), then [`Schedule::check_relations`].
+    fn check(&self) -> Result<(), SectionError> {
+        let (interval, deadline) = (self.interval(), self.deadline());
+        if self.schedule().2.is_some() && deadline > interval {
+            return Err(SectionError {
+                key: "deadline",
+                message: format!(
+                    "the deadline ({deadline:?}) must not be longer than the interval ({interval:?})"
+                ),
+            });
+        }
+        self.check_relations()
+    }
+}
+
+/// A value of a collector section that does not fit the others: its key within the
+/// section (`deadline`, `window`) and why. The caller locates it in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionError {
+    /// The key, relative to the section.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
 }
 
 /// Finds the line and column of a dotted key in block-style YAML.

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use labnode_core::config::{Deadline, Interval, Period, Schedule};
+use labnode_core::config::{Deadline, Interval, Period, Schedule, SectionError};
 use labnode_core::hub::fmt_duration;
 use labnode_core::{CollectError, Collector, Metrics, Unit};
 use nvml_wrapper::enum_wrappers::device::{
@@ -52,6 +52,24 @@ impl Schedule for Config {
     const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
     fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
         (self.enabled, self.interval, self.deadline)
+    }
+    /// The first run samples for the window, inside its deadline.
+    fn check_relations(&self) -> Result<(), SectionError> {
+        let window = self.window.map_or(Duration::from_millis(500), |w| w.get());
+        if window >= self.deadline() {
+            return Err(SectionError {
+                key: if self.window.is_some() {
+                    "window"
+                } else {
+                    "deadline"
+                },
+                message: format!(
+                    "the first run samples for the window ({window:?}), which must be shorter than the deadline ({:?})",
+                    self.deadline()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

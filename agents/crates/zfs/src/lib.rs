@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use labnode_core::config::{Deadline, Interval, Period, Schedule};
+use labnode_core::config::{Deadline, Interval, Period, Schedule, SectionError};
 use labnode_core::snapshot::{RecordIndex, Store};
 use labnode_core::{CollectError, Collector, Metrics};
 use serde::Deserialize;
@@ -53,6 +53,19 @@ impl Schedule for Config {
     const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
     fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
         (self.enabled, self.interval, self.deadline)
+    }
+    /// Snapshots are enumerated at most once per run.
+    fn check_relations(&self) -> Result<(), SectionError> {
+        if self
+            .snapshot_interval
+            .is_some_and(|s| s.get() < self.interval())
+        {
+            return Err(SectionError {
+                key: "snapshot_interval",
+                message: "snapshots are enumerated at most once per run: snapshot_interval must not be shorter than interval".into(),
+            });
+        }
+        Ok(())
     }
 }
 
