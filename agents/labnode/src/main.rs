@@ -1,4 +1,13 @@
 //! `labnode`: the one binary of the labnode agents.
+//!
+//! Each subcommand is a thin layer over a crate: `serve` and `collect` build the collectors
+//! of the registry ([`collectors`]) from the configuration file ([`config`]) and run them
+//! on `labnode_core`'s hub; `report` calls `labnode_report`; `drill rollback`,
+//! `safe-switch` and `gc` call `labnode_rollback`; `drill zfs` calls `labnode_zfs`;
+//! `net serve|bench` call `labnode_netprobe`; `demo` composes them all over
+//! `labnode_netlab`; `generate` writes man pages, completions and the registry's export.
+//! Failures carry their exit code: 0 success, 1 a failure while running, 2 bad arguments
+//! or configuration.
 
 mod collectors;
 mod config;

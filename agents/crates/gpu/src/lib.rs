@@ -1,8 +1,15 @@
 //! The `gpu` collector: NVML in-process through nvml-wrapper, loaded at run time, sampled
-//! in the background. Fields a GPU does not support are absent (never a sentinel or a
-//! zero) and `labnode_gpu_field_supported` says which; a GPU that falls off the bus is
-//! reported lost while the others keep being collected; NVML is re-initialised with
-//! backoff when it cannot be loaded or a GPU was lost (a driver reload).
+//! in the background.
+//!
+//! Fields a GPU does not support are absent (never a sentinel or a zero) and
+//! `labnode_gpu_field_supported` says which; a GPU that falls off the bus is reported lost
+//! while the others keep being collected; NVML is re-initialised with backoff when it cannot
+//! be loaded or a GPU was lost (a driver reload). Snapshot means cover the sampling window.
+//!
+//! [`GpuCollector`] implements `labnode_core::Collector`; [`Config`] is its `collectors.gpu`
+//! section; [`GpuError`] says why a run failed. Used by the `labnode` binary's registry and
+//! by the rollback crate's `nvml` gate. The tests load a simulated NVML
+//! (`tests/fake-nvml`) at the C boundary; everything above it is this code.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;

@@ -5,6 +5,10 @@
 //!
 //! Everything under `/proc/net` and `/proc/sys/net` describes the network namespace of the
 //! process, so an agent started inside a namespace reports that namespace.
+//!
+//! [`NetCollector`] implements `labnode_core::Collector`; [`Config`] is its `collectors.net`
+//! section; [`probe`] holds the `net_bench` record that `labnode net bench` writes. Used by
+//! the `labnode` binary's registry and by `labnode-netprobe`.
 
 pub mod firewall;
 pub mod netlink;

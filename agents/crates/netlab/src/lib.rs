@@ -6,6 +6,9 @@
 //! both namespaces and with them every interface, leftover UAPI sockets). Names derive from
 //! the lab's name, so labs of different tests never collide; the wireguard-go socket
 //! directory is shared by every namespace, which is why interface names are unique too.
+//!
+//! Used by `labnode demo`, the `labnode-netlab` binary the system tests and benchmarks
+//! run, and the netprobe tests.
 
 pub mod relay;
 pub mod signals;

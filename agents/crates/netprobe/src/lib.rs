@@ -2,6 +2,12 @@
 //! bulk sender: goodput, RTT under load, retransmissions and CPU per gigabit, for TCP with
 //! the congestion control set per socket and for QUIC (quinn, CUBIC or its experimental
 //! BBR), with results stored as `net_bench` records for the `net` collector and reports.
+//!
+//! The parts: [`server`] (accepts only allowlisted clients, a token proven by HMAC over a
+//! nonce, caps on duration, streams and tests), [`client`] (runs a [`client::Plan`]),
+//! [`quic`], [`wire`] (the request and result lines), [`access`] (token and allowlist),
+//! [`sys`] (socket options, congestion controls) and [`cli`] (the clap types and `run`).
+//! Used by the `labnode` binary (`net serve`, `net bench`) and by `labnode demo`.
 
 pub mod access;
 pub mod cli;

@@ -1,6 +1,16 @@
-//! labnode's before/after report: a catalog of rows (the original claims table, measured), read from
-//! snapshots or from Prometheus, summarised per side (median, p95, n), compared, gated on
-//! regressions, and written as Markdown, self-contained HTML with inline SVG, and JSON.
+//! labnode's before/after report.
+//!
+//! A catalog of rows ([`catalog::CATALOG`], the original claims table, measured) is read
+//! from snapshots or from Prometheus ([`input`], [`prometheus`]), evaluated per snapshot
+//! ([`eval`]), summarised per side (median, p95, n), compared and gated on regressions
+//! ([`build`] makes the [`Report`] from [`Options`]), and written as Markdown ([`markdown`]),
+//! self-contained HTML with inline SVG ([`html`]) and JSON ([`output`], schema
+//! `labnode-report/1`). [`operator`] reads values an operator enters by hand for the
+//! "before" side; [`mod@format`] words values and changes.
+//!
+//! Used by `labnode report` and `labnode demo`. The golden tests
+//! (`tests/golden.rs`) pin every output format; the catalog test checks every series a
+//! row reads against the metric contract, `docs/metrics.md`.
 
 pub mod catalog;
 pub mod eval;

@@ -9,7 +9,7 @@
 //! labnode) finishes the run, and a recovery that does not get there is tried again with
 //! backoff (`labnode_rollback_recovery_failed` says so meanwhile). The known-good generation
 //! is made the boot default even while its gates are red: it is what the host must boot.
-//! The entry points are [`crate::drill`], [`crate::safe_switch`] and [`crate::recover`].
+//! The entry points are [`crate::drill()`], [`crate::safe_switch()`] and [`crate::recover()`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

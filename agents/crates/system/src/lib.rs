@@ -1,6 +1,11 @@
 //! The `system` collector: CPU utilization per mode, load, memory, swap, uptime, boot
 //! time, kernel and OS, and the running NixOS generation, read straight from procfs (no
 //! subprocesses).
+//!
+//! [`SystemCollector`] implements `labnode_core::Collector`; [`Config`] is its
+//! `collectors.system` section. The parsers ([`parse_stat`], [`parse_meminfo`],
+//! [`utilization`]) are public for tests. Used by the `labnode` binary's collector
+//! registry, on every host (the static "before" binary has only this one and the ARC).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

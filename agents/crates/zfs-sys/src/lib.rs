@@ -4,6 +4,8 @@
 //! `libzfs_core`), because libzfs has no stable ABI: bindings generated for one OpenZFS
 //! release are wrong for another. Only the functions, types and constants labnode uses
 //! are bound (see `build.rs`). Everything here is `unsafe`; `labnode-zfs` wraps it.
+//!
+//! Used only by `labnode-zfs`.
 
 #![allow(
     non_upper_case_globals,

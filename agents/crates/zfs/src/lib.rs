@@ -7,6 +7,9 @@
 //! interval in the background (so a big pool cannot make a run overrun its deadline) and
 //! its cost is a metric. Built without the `libzfs` feature (the static
 //! binary for hosts without libzfs), the collector exports the ARC and drill records only.
+//!
+//! [`ZfsCollector`] implements `labnode_core::Collector`; [`Config`] is its `collectors.zfs`
+//! section; [`run_drill`] is `labnode drill zfs`. Used by the `labnode` binary.
 
 pub mod arc;
 pub mod drill;

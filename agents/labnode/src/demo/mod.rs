@@ -41,7 +41,7 @@ use crate::config::Config;
 )]
 pub struct DemoArgs {
     /// Directory for the report (report.md, report.html, report.json) and its snapshots.
-    /// Default: ./labnode-demo-<UTC time>. It must not hold snapshots already.
+    /// Default: ./labnode-demo-TIME, TIME in UTC. It must not hold snapshots already.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// The emulated link between the namespaces.
