@@ -122,6 +122,14 @@ mod tests {
     }
 
     #[test]
+    fn the_gpu_gate_finds_nvml_where_the_collector_does() {
+        assert_eq!(
+            labnode_rollback::gates::NVML_LIBRARIES,
+            labnode_gpu::DEFAULT_LIBRARIES
+        );
+    }
+
+    #[test]
     fn names_and_ports_are_unique_and_the_first_is_the_default_listen() {
         for (i, e) in REGISTRY.iter().enumerate() {
             for o in &REGISTRY[i + 1..] {

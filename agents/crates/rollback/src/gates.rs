@@ -188,10 +188,7 @@ fn gate(cfg: &Config, g: &GateConfig) -> Gate {
             devices: gpu.devices.unwrap_or(1),
             libraries: match &gpu.library {
                 Some(l) => vec![l.clone()],
-                None => labnode_gpu::DEFAULT_LIBRARIES
-                    .iter()
-                    .map(PathBuf::from)
-                    .collect(),
+                None => NVML_LIBRARIES.iter().map(PathBuf::from).collect(),
             },
         }
     } else {
@@ -204,6 +201,14 @@ fn gate(cfg: &Config, g: &GateConfig) -> Gate {
         check,
     }
 }
+
+/// Where the `gpu` gate looks for NVML when no library is configured: the loader's search
+/// path, then the NixOS driver location (the gpu collector's search too; a test in the
+/// binary, which has both, keeps them equal).
+pub const NVML_LIBRARIES: [&str; 2] = [
+    "libnvidia-ml.so.1",
+    "/run/opengl-driver/lib/libnvidia-ml.so.1",
+];
 
 /// How one gate went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
