@@ -303,11 +303,11 @@ pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
     ctx.lock_wait = a.lock_wait.unwrap_or_default();
     let _interrupts = a.yes.then(Interrupts::install);
     match labnode_rollback::drill(&ctx, a.yes).map_err(failure)? {
-        Err(plan) => {
+        labnode_rollback::DrillOutcome::Planned(plan) => {
             let _ = write!(std::io::stdout(), "{plan}");
             Ok(())
         }
-        Ok(done) => {
+        labnode_rollback::DrillOutcome::Done(done) => {
             if let Some(r) = &done.recovered_first {
                 print_recovered(r);
             }

@@ -24,13 +24,22 @@ pub struct DrillDone {
     pub recovered_first: Option<Recovered>,
 }
 
-/// The plan of a drill (`Err`, nothing changes), or the drill itself (`yes`).
-pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunError> {
+/// What `drill` did.
+#[derive(Debug, Clone)]
+pub enum DrillOutcome {
+    /// Without `yes`: the plan, as text; nothing changed.
+    Planned(String),
+    /// The drill ran (successfully or not: see its record).
+    Done(Box<DrillDone>),
+}
+
+/// The plan of a drill (nothing changes), or the drill itself (`yes`).
+pub fn drill(ctx: &Context, yes: bool) -> Result<DrillOutcome, RunError> {
     let e = Engine::new(ctx);
     let st = e.profile()?;
     let pending = e.state.has_marker();
     if !yes {
-        return Ok(Err(plan(&e, &st, pending)));
+        return Ok(DrillOutcome::Planned(plan(&e, &st, pending)));
     }
     let (lock, recovered_first) = start_run(&e, "labnode drill rollback")?;
     let st = e.profile()?;
@@ -147,11 +156,11 @@ pub fn drill(ctx: &Context, yes: bool) -> Result<Result<DrillDone, String>, RunE
         None
     };
     drop(lock);
-    Ok(Ok(DrillDone {
+    Ok(DrillOutcome::Done(Box::new(DrillDone {
         record,
         snapshot,
         recovered_first,
-    }))
+    })))
 }
 
 fn plan(e: &Engine<'_>, st: &profile::State, pending: bool) -> String {

@@ -36,7 +36,7 @@ pub mod systemd;
 
 pub use collector::RollbackCollector;
 pub use config::{CollectorConfig, Config};
-pub use drill::{DrillDone, drill};
+pub use drill::{DrillDone, DrillOutcome, drill};
 pub use engine::{Context, Recovered, RunError};
 pub use recover::recover;
 pub use safe_switch::{SwitchDone, safe_switch};

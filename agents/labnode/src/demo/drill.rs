@@ -193,8 +193,10 @@ pub fn run(env: &Env<'_>, service: &mut Option<Service>) -> Result<Drilled, Demo
     ctl.progress
         .step("rollback: drilling (generation 2 -> 1 -> 2, until the service answers each time)");
     let done = match labnode_rollback::drill(&ctx, true) {
-        Ok(Ok(done)) => done,
-        Ok(Err(_plan)) => return Err(DemoError::Failed("the drill only printed its plan".into())),
+        Ok(labnode_rollback::DrillOutcome::Done(done)) => done,
+        Ok(labnode_rollback::DrillOutcome::Planned(_)) => {
+            return Err(DemoError::Failed("the drill only printed its plan".into()));
+        }
         Err(e) => return Err(DemoError::Failed(format!("the rollback drill: {e}"))),
     };
     Ok(Drilled {
