@@ -32,7 +32,7 @@ j="$T/report/report.json"
 row() { jq -c --arg id "$1" '.groups[].rows[] | select(.id == $id)' "$j"; }
 field() { row "$1" | jq -r "$2"; }
 
-[ "$(jq -r .before.noun "$j")" = points ] || fail "the before side is not read as Prometheus points"
+[ "$(jq -r .before.source "$j")" = prometheus ] || fail "the before side is not read as Prometheus points"
 n_before=$(jq -r .before.observations "$j")
 n_after=$(jq -r .after.observations "$j")
 [ "$n_before" -ge 5 ] && [ "$n_after" -ge 5 ] || fail "too few points: $n_before before, $n_after after"

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use crate::catalog::Display;
+use crate::explain::{notes, observed, span, system_line};
 use crate::format::{self, Verdict};
-use crate::markdown::{notes, observed, span, system_line};
 use crate::report::{Cell, GroupOut, Report, RowOut, SideInfo, Waterfall};
 
 /// Escapes text for HTML content and attribute values.

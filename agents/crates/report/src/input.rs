@@ -171,8 +171,31 @@ pub struct Side {
     pub host: HostSummary,
     /// Operator-entered samples found in snapshots (not used as measurements).
     pub operator_samples: usize,
-    /// What one observation is called in the report: `snapshots` or `points`.
-    pub noun: &'static str,
+    /// Where the observations came from.
+    pub source: Source,
+}
+
+/// Where a side's observations came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Snapshot files: one observation per snapshot.
+    #[default]
+    Snapshots,
+    /// A Prometheus range: one observation per step.
+    Prometheus,
+}
+
+impl Source {
+    /// What `n` observations are called: "1 snapshot", "3 points".
+    pub fn noun(self, n: usize) -> &'static str {
+        match (self, n == 1) {
+            (Source::Snapshots, true) => "snapshot",
+            (Source::Snapshots, false) => "snapshots",
+            (Source::Prometheus, true) => "point",
+            (Source::Prometheus, false) => "points",
+        }
+    }
 }
 
 impl Side {
@@ -611,7 +634,7 @@ pub fn side_from_reads(sources: Vec<String>, mut reads: Vec<Read>) -> Side {
     reads.sort_by(|a, b| a.obs.at.total_cmp(&b.obs.at));
     let mut side = Side {
         sources,
-        noun: "snapshots",
+        source: Source::Snapshots,
         ..Side::default()
     };
     let mut host = HostSummary::default();

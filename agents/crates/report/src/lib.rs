@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod eval;
+pub mod explain;
 pub mod format;
 pub mod html;
 pub mod input;

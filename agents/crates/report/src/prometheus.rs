@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use serde::Deserialize;
 
 use crate::catalog;
-use crate::input::{HostSummary, Interner, Name, Observation, Sample, Side};
+use crate::input::{HostSummary, Interner, Name, Observation, Sample, Side, Source};
 
 /// A time range, seconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -513,7 +513,7 @@ fn side_from_matrix(sources: Vec<String>, result: Vec<ApiSeries>) -> Side {
         observations,
         host,
         operator_samples: 0,
-        noun: "points",
+        source: Source::Prometheus,
     }
 }
 

@@ -11,7 +11,7 @@ use crate::catalog::{
 };
 use crate::eval::{self, Context, Val, Which};
 use crate::format::{self, Bound, Point, Verdict};
-use crate::input::{HostSummary, Observation, Side};
+use crate::input::{HostSummary, Observation, Side, Source};
 use crate::operator::{Entered, Operator};
 
 /// The JSON schema of this report.
@@ -75,8 +75,8 @@ pub struct SideInfo {
     pub to: Option<String>,
     /// The host.
     pub host: HostSummary,
-    /// What one observation is called: `snapshots` or `points`.
-    pub noun: &'static str,
+    /// Where the observations came from.
+    pub source: Source,
     /// What the host runs, for the rows "as deployed".
     pub deployed: Context,
 }
@@ -401,7 +401,7 @@ fn side_info(side: &Side, ctx: &Context) -> SideInfo {
         from: span.map(|s| rfc(s.0)),
         to: span.map(|s| rfc(s.1)),
         host: side.host.clone(),
-        noun: side.noun,
+        source: side.source,
         deployed: ctx.clone(),
     }
 }
@@ -419,7 +419,7 @@ enum Got {
 /// that never recovered has no recovery time).
 fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
     if let (Summary::Increase, Measure::Value { sel, .. }) = (row.summary, &row.measure) {
-        let got = eval::increase(sel, ctx, side, side.noun != "points")
+        let got = eval::increase(sel, ctx, side, side.source == Source::Snapshots)
             .map_or(Got::Nothing, |(total, n)| Got::Increase(total, n));
         return (got, 0);
     }
@@ -619,12 +619,7 @@ fn noun(row: &Row, side: &Side, n: usize) -> &'static str {
                 "runs"
             }
         }
-        None => match (side.noun, one) {
-            ("points", true) => "point",
-            ("points", false) => "points",
-            (_, true) => "snapshot",
-            _ => "snapshots",
-        },
+        None => side.source.noun(n),
     }
 }
 
@@ -866,7 +861,7 @@ fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
     let mut metrics = Vec::new();
     row.measure.metrics(&mut metrics);
     if metrics == ["up"] {
-        return if side.noun == "points" {
+        return if side.source == Source::Prometheus {
             "Prometheus has no `up` series in this range".into()
         } else {
             "snapshots hold no scrape targets: read this from Prometheus (--prometheus)".into()
@@ -925,11 +920,7 @@ fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
             return format!(
                 "the {c} collector was down in {} of {ran} {} that ran it: {why}",
                 downs.len(),
-                if ran == 1 {
-                    singular(side.noun)
-                } else {
-                    side.noun
-                }
+                side.source.noun(ran)
             );
         }
         let up = side.observations.iter().any(|o| {
@@ -949,14 +940,10 @@ fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
             );
         }
         if !any {
-            return format!("no {} has series of the {c} collector", singular(side.noun));
+            return format!("no {} has series of the {c} collector", side.source.noun(1));
         }
     }
-    format!("no {} has {first}", singular(side.noun))
-}
-
-fn singular(noun: &str) -> &str {
-    noun.strip_suffix('s').unwrap_or(noun)
+    format!("no {} has {first}", side.source.noun(1))
 }
 
 fn describe_sel_list(m: &Measure, ctx: &Context) -> String {
