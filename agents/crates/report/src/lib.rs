@@ -5,7 +5,7 @@
 //! ([`eval`]), summarised per side (median, p95, n), compared and gated on regressions
 //! ([`build`] makes the [`Report`] from [`Options`]), and written as Markdown ([`markdown`]),
 //! self-contained HTML with inline SVG ([`html`]) and JSON ([`output`], schema
-//! `labnode-report/1`). [`operator`] reads values an operator enters by hand for the
+//! `labnode-report/2`). [`operator`] reads values an operator enters by hand for the
 //! "before" side; [`mod@format`] words values and changes.
 //!
 //! Used by `labnode report` and `labnode demo`. The golden tests

@@ -15,7 +15,7 @@ use crate::input::{HostSummary, Observation, Side, Source};
 use crate::operator::{Entered, Operator};
 
 /// The JSON schema of this report.
-pub const REPORT_SCHEMA: &str = "labnode-report/1";
+pub const REPORT_SCHEMA: &str = "labnode-report/2";
 
 /// What the caller decides.
 #[derive(Debug, Clone, Default)]
