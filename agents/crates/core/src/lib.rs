@@ -22,6 +22,7 @@ pub mod hub;
 pub mod metrics;
 pub mod process;
 pub mod snapshot;
+pub mod sys;
 
 pub use collector::{CollectError, Collector};
 pub use hub::Hub;

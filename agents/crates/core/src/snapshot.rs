@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -190,10 +190,7 @@ impl Snapshot {
             schema_version: SCHEMA_VERSION,
             label: label.to_owned(),
             taken_at: humantime::format_rfc3339_millis(now).to_string(),
-            taken_at_unix: now
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            taken_at_unix: crate::sys::unix_seconds(now),
             labnode_version: env!("CARGO_PKG_VERSION").to_owned(),
             host,
             collectors: Vec::new(),

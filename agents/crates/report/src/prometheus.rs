@@ -102,10 +102,7 @@ pub fn parse_range(text: &str, now: SystemTime) -> Result<Range, PromError> {
     let (a, b) = text
         .split_once("..")
         .ok_or_else(|| err("no `..` between the two times".into()))?;
-    let now_s = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let now_s = labnode_core::sys::unix_seconds(now);
     let time = |t: &str| -> Result<f64, PromError> {
         let t = t.trim();
         if t == "now" {

@@ -544,13 +544,9 @@ fn wait_until_free(runner: &Runner, lock: &Path, end: Instant) -> Result<(), Str
 pub fn lock_holder(lock: &Path) -> Option<String> {
     // Read-only and never created: a missing lock file is a free lock.
     let f = File::open(lock).ok()?;
-    // SAFETY: flock on an open descriptor has no memory-safety preconditions.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        // SAFETY: as above; released at once, before labnode's own activation takes it.
-        unsafe {
-            libc::flock(f.as_raw_fd(), libc::LOCK_UN);
-        }
+    if labnode_core::sys::try_lock_exclusive(&f).ok()? {
+        // Released at once, before labnode's own activation takes it.
+        labnode_core::sys::unlock(&f);
         return None;
     }
     Some(format!("{} is held", lock.display()))

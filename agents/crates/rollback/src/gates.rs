@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -669,10 +669,7 @@ fn prometheus_targets(
     let targets = v["data"]["activeTargets"]
         .as_array()
         .ok_or_else(|| format!("GET {api}: no data.activeTargets"))?;
-    let since = since
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let since = labnode_core::sys::unix_seconds(since);
     let mut seen = 0;
     let mut bad = Vec::new();
     for t in targets {

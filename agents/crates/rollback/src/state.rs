@@ -57,12 +57,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 }
 
 /// Seconds since the epoch.
-pub fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use labnode_core::sys::unix_now as now_unix;
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), to tell a reboot from a crash.
 pub fn boot_id() -> Option<String> {
@@ -143,19 +138,7 @@ impl Lock {
     }
 }
 
-fn try_flock(f: &File) -> io::Result<bool> {
-    // SAFETY: flock on an open descriptor has no memory-safety preconditions.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
-}
+use labnode_core::sys::try_lock_exclusive as try_flock;
 
 fn holder(f: &File) -> String {
     let mut s = String::new();

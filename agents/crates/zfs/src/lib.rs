@@ -24,7 +24,7 @@ pub mod run_drill;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use labnode_core::config::{Deadline, Interval, Period, Schedule, SectionError};
 use labnode_core::snapshot::{RecordIndex, Store};
@@ -102,13 +102,8 @@ pub struct ZfsCollector {
     state: Mutex<State>,
 }
 
-#[cfg_attr(not(feature = "libzfs"), allow(dead_code))]
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+#[cfg_attr(not(feature = "libzfs"), allow(unused_imports))]
+use labnode_core::sys::unix_now;
 
 impl ZfsCollector {
     /// A collector with the given configuration; drill records are read from the snapshot

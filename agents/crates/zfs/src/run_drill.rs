@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -101,22 +99,17 @@ fn take_lock(path: &Path) -> Result<LockGuard, DrillError> {
         .truncate(false)
         .open(path)
         .map_err(lock_err)?;
-    // SAFETY: a valid open fd.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let holder = match holder.trim() {
-                "" => "holder unknown".to_owned(),
-                h => h.to_owned(),
-            };
-            return Err(DrillError::Busy {
-                path: path.to_owned(),
-                holder,
-            });
-        }
-        return Err(lock_err(e));
+    if !labnode_core::sys::try_lock_exclusive(&f).map_err(lock_err)? {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "holder unknown".to_owned(),
+            h => h.to_owned(),
+        };
+        return Err(DrillError::Busy {
+            path: path.to_owned(),
+            holder,
+        });
     }
     f.set_len(0).map_err(lock_err)?;
     writeln!(f, "pid {}", std::process::id()).map_err(lock_err)?;
@@ -124,12 +117,7 @@ fn take_lock(path: &Path) -> Result<LockGuard, DrillError> {
     Ok(LockGuard(f))
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use labnode_core::sys::unix_now;
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
