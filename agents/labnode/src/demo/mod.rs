@@ -20,8 +20,8 @@ use labnode_report::report::{Cell, Report, RowOut};
 
 use self::guard::{Ctl, DemoError, Service, TempDir};
 use self::net::{Bench, LinkChoice, SidePlan};
-use crate::Failure;
 use crate::config::Config;
+use crate::exit::Failure;
 
 /// `labnode demo`.
 #[derive(Debug, Args)]
@@ -410,8 +410,9 @@ fn measure(
         snapshot_dir: Some(store.to_owned()),
         ..Config::default()
     };
-    let collect =
-        |label: &'static str, cfg: Config| move || crate::collect_once(&cfg, &[], label, store);
+    let collect = |label: &'static str, cfg: Config| {
+        move || crate::cmd::collect::collect_once(&cfg, &[], label, store)
+    };
     let [before, after] = plans(pre.wireguard.is_ok());
     let pid = std::process::id();
     let mut down = Vec::new();
@@ -491,7 +492,7 @@ fn report(
     pre: &Preflight,
     notes: Vec<String>,
 ) -> Result<Report, DemoError> {
-    let (before, after) = crate::report_cmd::sides_from_store(
+    let (before, after) = crate::cmd::report::sides_from_store(
         &["before".to_owned()],
         &["after".to_owned()],
         store,

@@ -135,7 +135,7 @@ pub struct Env<'a> {
 /// What a side measured.
 pub struct SideResult {
     /// What the collectors' run returned.
-    pub collected: crate::Collected,
+    pub collected: crate::cmd::collect::Collected,
     /// `Err(why)` when the namespace's default congestion control could not be set to the
     /// side's; its tests set theirs per socket all the same.
     pub in_force: Result<(), String>,
@@ -184,7 +184,7 @@ pub fn run_side(
     env: &Env<'_>,
     plan: &SidePlan,
     lab_name: String,
-    collect: impl FnOnce() -> Result<crate::Collected, crate::Failure>,
+    collect: impl FnOnce() -> Result<crate::cmd::collect::Collected, crate::exit::Failure>,
 ) -> Result<SideResult, DemoError> {
     let ctl = env.ctl;
     ctl.progress.step(&format!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Command, Subcommand};
 use clap_complete::Shell;
 
-use crate::Failure;
+use crate::exit::Failure;
 
 /// What `labnode generate` writes.
 #[derive(Debug, Subcommand)]

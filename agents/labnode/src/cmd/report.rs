@@ -9,7 +9,7 @@ use labnode_report::output::{self, Format};
 use labnode_report::prometheus::{self, Range};
 use labnode_report::{Options, operator};
 
-use crate::Failure;
+use crate::exit::Failure;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -179,7 +179,7 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
 fn from_snapshots(args: &ReportArgs) -> Result<(Side, Side), Failure> {
     let store = match &args.store {
         Some(s) => s.clone(),
-        None => crate::load_config(args.config.as_ref())?.snapshot_dir(),
+        None => crate::cmd::config::load_config(args.config.as_ref())?.snapshot_dir(),
     };
     sides_from_store(&args.before, &args.after, &store)
 }

@@ -15,8 +15,8 @@ use labnode_rollback::record::{DrillRecord, SafeSwitchRecord, Switch};
 use labnode_rollback::signals::Interrupts;
 use labnode_rollback::{Context, Recovered, RunError};
 
-use crate::Failure;
 use crate::config::Config;
+use crate::exit::Failure;
 
 /// `println!` that drops what it cannot write instead of panicking.
 macro_rules! out {
@@ -111,7 +111,7 @@ fn context(
     out: Option<PathBuf>,
 ) -> Result<Context, Failure> {
     snapshot::check_label(label).map_err(|e| Failure::usage(format!("--label: {e}")))?;
-    let cfg: Config = crate::load_config(config)?;
+    let cfg: Config = crate::cmd::config::load_config(config)?;
     let mut rb = cfg.rollback.clone().unwrap_or_default();
     if let Some(p) = profile {
         let p = std::path::absolute(&p)
