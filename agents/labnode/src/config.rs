@@ -75,6 +75,15 @@ impl Config {
         })
     }
 
+    /// Where the host facts of a snapshot are read (the system collector's roots).
+    pub fn host_paths(&self) -> labnode_core::host::HostPaths {
+        self.collectors
+            .system
+            .as_ref()
+            .map(|s| s.paths())
+            .unwrap_or_default()
+    }
+
     /// The snapshot directory.
     pub fn snapshot_dir(&self) -> PathBuf {
         self.snapshot_dir

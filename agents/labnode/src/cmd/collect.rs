@@ -53,12 +53,7 @@ pub fn collect_once(
     dir: &std::path::Path,
 ) -> Result<Collected, Failure> {
     let collectors = cfg.build(names).map_err(Failure::usage)?;
-    let host_paths = cfg
-        .collectors
-        .system
-        .as_ref()
-        .map(|s| s.paths())
-        .unwrap_or_default();
+    let host_paths = cfg.host_paths();
     let rt = runtime()?;
     let runs = rt.block_on(async {
         let handles: Vec<_> = collectors

@@ -118,12 +118,7 @@ fn context(
             .map_err(|e| Failure::usage(format!("--profile {}: {e}", p.display())))?;
         rb.profile = Some(p);
     }
-    let host_paths = cfg
-        .collectors
-        .system
-        .as_ref()
-        .map(|s| s.paths())
-        .unwrap_or_default();
+    let host_paths = cfg.host_paths();
     Ok(Context {
         out: out.unwrap_or_else(|| cfg.snapshot_dir()),
         cfg: rb,

@@ -492,12 +492,11 @@ fn report(
     pre: &Preflight,
     notes: Vec<String>,
 ) -> Result<Report, DemoError> {
-    let (before, after) = crate::cmd::report::sides_from_store(
-        &["before".to_owned()],
-        &["after".to_owned()],
-        store,
-    )
-    .map_err(|f| DemoError::Failed(format!("reading the demo's snapshots: {}", f.message)))?;
+    let (before, after) =
+        crate::cmd::report::sides_from_store(&["before".to_owned()], &["after".to_owned()], store)
+            .map_err(|f| {
+                DemoError::Failed(format!("reading the demo's snapshots: {}", f.message))
+            })?;
     let host = before.host.hosts.first().cloned().unwrap_or_default();
     let mut setup = vec![
         format!(
