@@ -9,8 +9,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use serde::Deserialize;
 
 use crate::catalog;
@@ -140,9 +138,6 @@ pub fn parse_range(text: &str, now: SystemTime) -> Result<Range, PromError> {
 #[derive(Debug, Clone)]
 pub struct Client {
     url: String,
-    host: String,
-    port: u16,
-    prefix: String,
     timeout: Duration,
     instance: Option<String>,
 }
@@ -163,21 +158,17 @@ impl Client {
         } else {
             return Err(bad("expected http://HOST:PORT"));
         };
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
+        let authority = rest.split('/').next().unwrap_or(rest);
         if authority.contains('@') {
             return Err(bad("credentials in the URL are not supported"));
         }
-        let (host, port) = match authority.rsplit_once(':') {
+        let host = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
+                p.parse::<u16>()
                     .map_err(|_| bad("the port is not a number"))?;
-                (h.trim_start_matches('[').trim_end_matches(']'), port)
+                h.trim_start_matches('[').trim_end_matches(']')
             }
-            _ => (authority, 80),
+            _ => authority,
         };
         if host.is_empty() {
             return Err(bad("no host"));
@@ -191,9 +182,6 @@ impl Client {
         }
         Ok(Client {
             url: url.trim_end_matches('/').to_owned(),
-            host: host.to_owned(),
-            port,
-            prefix: prefix.to_owned(),
             timeout,
             instance,
         })
@@ -217,13 +205,15 @@ impl Client {
             .unwrap_or((span / 250.0).max(1.0))
             .max(span / 11_000.0);
         let selector = self.selector();
-        let body = form(&[
-            ("query", &selector),
-            ("start", &fmt_time(range.start)),
-            ("end", &fmt_time(range.end)),
-            ("step", &fmt_time(step)),
-        ]);
-        let json = self.post("/api/v1/query_range", body)?;
+        let json = self.post(
+            "/api/v1/query_range",
+            &[
+                ("query", &selector),
+                ("start", &fmt_time(range.start)),
+                ("end", &fmt_time(range.end)),
+                ("step", &fmt_time(step)),
+            ],
+        )?;
         let parsed: ApiResponse =
             serde_json::from_slice(&json).map_err(|e| PromError::Protocol {
                 url: self.url.clone(),
@@ -260,69 +250,42 @@ impl Client {
         Ok(side)
     }
 
-    fn post(&self, path: &str, body: String) -> Result<Vec<u8>, PromError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+    /// POSTs the form to the API path, bounded by the client's timeout as a whole (the
+    /// same ureq client the rollback gates use; no connection is kept).
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<Vec<u8>, PromError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .timeout_global(Some(self.timeout))
             .build()
-            .map_err(|e| PromError::Connect {
+            .into();
+        let failed = |e: ureq::Error| match e {
+            ureq::Error::Timeout(_) => PromError::Timeout {
                 url: self.url.clone(),
-                why: format!("cannot start the async runtime: {e}"),
-            })?;
-        let fut = self.post_async(path, body);
-        rt.block_on(async {
-            match tokio::time::timeout(self.timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(PromError::Timeout {
-                    url: self.url.clone(),
-                    after: self.timeout,
-                }),
-            }
-        })
-    }
-
-    async fn post_async(&self, path: &str, body: String) -> Result<Vec<u8>, PromError> {
-        let connect = |why: String| PromError::Connect {
-            url: self.url.clone(),
-            why,
+                after: self.timeout,
+            },
+            e => PromError::Connect {
+                url: self.url.clone(),
+                why: e.to_string(),
+            },
         };
-        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        let driver = tokio::spawn(conn);
-        let host_header = if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
-        let req = hyper::Request::post(format!("{}{path}", self.prefix))
-            .header(hyper::header::HOST, host_header)
+        let mut resp = agent
+            .post(format!("{}{path}", self.url))
             .header(
-                hyper::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(
-                hyper::header::USER_AGENT,
+                "User-Agent",
                 concat!("labnode-report/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| connect(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| connect(e.to_string()))?;
+            .send_form(form.iter().copied())
+            .map_err(failed)?;
         let status = resp.status().as_u16();
+        // A side of a long range is large; bounded well above what 11,000 steps of the
+        // catalog's series make.
         let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| connect(e.to_string()))?
-            .to_bytes()
-            .to_vec();
-        driver.abort();
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(failed)?;
         if status != 200 {
             let message = serde_json::from_slice::<ApiResponse>(&bytes)
                 .ok()
@@ -340,26 +303,6 @@ impl Client {
 
 fn fmt_time(t: f64) -> String {
     format!("{t:.3}")
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[derive(Debug, Deserialize)]
@@ -578,20 +521,22 @@ mod tests {
     fn urls() {
         let c =
             Client::new("http://127.0.0.1:9090/prom/", Duration::from_secs(1), None).expect("url");
-        assert_eq!(
-            (c.host.as_str(), c.port, c.prefix.as_str()),
-            ("127.0.0.1", 9090, "/prom")
-        );
+        assert_eq!(c.url, "http://127.0.0.1:9090/prom");
         let c = Client::new("http://[::1]:9090", Duration::from_secs(1), None).expect("v6");
-        assert_eq!((c.host.as_str(), c.port), ("::1", 9090));
+        assert_eq!(c.url, "http://[::1]:9090");
         let c = Client::new("http://prometheus", Duration::from_secs(1), None).expect("no port");
-        assert_eq!(c.port, 80);
-        for bad in ["https://p:9090", "p:9090", "http://:9090", "http://u:p@h:1"] {
+        assert_eq!(c.url, "http://prometheus");
+        for bad in [
+            "https://p:9090",
+            "p:9090",
+            "http://:9090",
+            "http://u:p@h:1",
+            "http://h:port",
+        ] {
             assert!(
                 Client::new(bad, Duration::from_secs(1), None).is_err(),
                 "{bad}"
             );
         }
-        assert_eq!(encode("a b{c=\"d\"}"), "a%20b%7Bc%3D%22d%22%7D");
     }
 }
