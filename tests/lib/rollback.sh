@@ -3,7 +3,7 @@
 # bin/switch-to-configuration stops and starts a real HTTP service, in a real profile.
 # Source after common.sh. NIX_CONFIG (offline, single-user) comes from tests/run.
 
-ROLLBACK_NIX="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../agents/crates/rollback/scratch" && pwd)/generation.nix"
+ROLLBACK_NIX="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../agents/labnode/src/demo/scratch" && pwd)/generation.nix"
 # stop_web: stops the test web service a proc-mode generation left running (at exit too).
 stop_web() {
   if [ -f "$T/web/pid" ]; then kill -15 -- "-$(cat "$T/web/pid")" 2>/dev/null || true; fi

@@ -29,7 +29,6 @@ pub mod progress;
 pub mod record;
 pub mod recover;
 pub mod safe_switch;
-pub mod scratch;
 pub mod signals;
 pub mod state;
 pub mod systemd;

@@ -1,5 +1,5 @@
 //! The demo's rollback drill: a scratch Nix profile of two real generations (built offline
-//! from `labnode_rollback::scratch`), whose activations each stop the other's service and
+//! from `super::scratch`), whose activations each stop the other's service and
 //! start their own, a small HTTP service (this binary's exporter) that answers only a few
 //! seconds after it starts. The drill runs in-process with an HTTP health gate on it.
 
@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use labnode_rollback::Context;
+use labnode_rollback::activation;
 use labnode_rollback::gates::{self, Checker, Env as GateEnv};
 use labnode_rollback::record::DrillRecord;
-use labnode_rollback::{activation, scratch};
+
+use super::scratch;
 
 use super::guard::{Ctl, DemoError, Service};
 

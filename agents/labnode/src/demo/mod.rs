@@ -9,6 +9,7 @@
 mod drill;
 mod guard;
 mod net;
+pub mod scratch;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -288,7 +289,7 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     ctl.progress.live("cleaning up");
     service.take().map(|s| s.stop());
     // The indirect GC roots nix-env made for the scratch profile point into tmp.
-    let roots = labnode_rollback::scratch::unregister_roots(&tmp.path).unwrap_or_else(|e| {
+    let roots = scratch::unregister_roots(&tmp.path).unwrap_or_else(|e| {
         eprintln!("labnode: cannot remove the scratch profile's GC roots: {e}");
         0
     });

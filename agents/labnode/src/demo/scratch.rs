@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The Nix expression of one scratch generation (`scratch/generation.nix`).
-pub const GENERATION_NIX: &str = include_str!("../scratch/generation.nix");
+pub const GENERATION_NIX: &str = include_str!("scratch/generation.nix");
 
 /// Nix settings for building scratch generations on a single-user, offline Nix (such as
 /// Debian's `nix-bin` run as root): no sandbox, no build users, no binary cache. Pass it as
@@ -187,13 +187,13 @@ mod tests {
         .expect("nix-build");
         let p = t.path().join("profiles/system");
         profile(Path::new("nix-env"), &p, &paths).expect("nix-env");
-        let st = crate::profile::read(&p).expect("read");
+        let st = labnode_rollback::profile::read(&p).expect("read");
         assert_eq!(st.current, 2);
         assert_eq!(
             st.previous().map(|g| g.store_path.clone()),
             Some(paths[0].clone())
         );
-        let ok = std::process::Command::new(crate::activation::script_of(&paths[0]))
+        let ok = std::process::Command::new(labnode_rollback::activation::script_of(&paths[0]))
             .arg("switch")
             .status()
             .expect("activates");
