@@ -64,6 +64,73 @@ pub struct CollectorRun {
     pub error: Option<String>,
 }
 
+/// The kinds of record labnode writes, each one run of a drill, a switch or a probe. The
+/// file keeps the kind as text (`rollback_drill`); a kind this build does not know (a
+/// newer writer's) is kept in the file and skipped by readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordKind {
+    /// `labnode drill rollback`.
+    RollbackDrill,
+    /// `labnode safe-switch`.
+    SafeSwitch,
+    /// `labnode drill zfs`.
+    ZfsDrill,
+    /// `labnode net bench`.
+    NetBench,
+}
+
+impl RecordKind {
+    /// Every kind.
+    pub const ALL: [RecordKind; 4] = [
+        RecordKind::RollbackDrill,
+        RecordKind::SafeSwitch,
+        RecordKind::ZfsDrill,
+        RecordKind::NetBench,
+    ];
+
+    /// The name in files and series, e.g. `rollback_drill`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::RollbackDrill => "rollback_drill",
+            RecordKind::SafeSwitch => "safe_switch",
+            RecordKind::ZfsDrill => "zfs_drill",
+            RecordKind::NetBench => "net_bench",
+        }
+    }
+
+    /// The kind named `name`, if this build knows it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// What `n` records of the kind are called: "1 rollback drill", "2 network benches".
+    pub fn noun(self, n: usize) -> &'static str {
+        let (one, many) = match self {
+            RecordKind::RollbackDrill => ("rollback drill", "rollback drills"),
+            RecordKind::SafeSwitch => ("safe switch", "safe switches"),
+            RecordKind::ZfsDrill => ("ZFS drill", "ZFS drills"),
+            RecordKind::NetBench => ("network bench", "network benches"),
+        };
+        if n == 1 { one } else { many }
+    }
+
+    /// The command that writes it.
+    pub const fn writer(self) -> &'static str {
+        match self {
+            RecordKind::RollbackDrill => "labnode drill rollback",
+            RecordKind::SafeSwitch => "labnode safe-switch",
+            RecordKind::ZfsDrill => "labnode drill zfs",
+            RecordKind::NetBench => "labnode net bench",
+        }
+    }
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A structured result of a drill or probe run (a rollback drill, a ZFS drill, a network
 /// bench): what its samples summarise, in full. `kind` names the writer's schema, e.g.
 /// `rollback_drill`; `data` is that writer's own serde type.
@@ -217,13 +284,17 @@ impl Snapshot {
     }
 
     /// Adds a structured result of kind `kind`.
-    pub fn add_record<T: Serialize>(&mut self, kind: &str, data: &T) -> Result<(), SnapshotError> {
+    pub fn add_record<T: Serialize>(
+        &mut self,
+        kind: RecordKind,
+        data: &T,
+    ) -> Result<(), SnapshotError> {
         let data = serde_json::to_value(data).map_err(|e| SnapshotError::Io {
-            path: PathBuf::from(kind),
+            path: PathBuf::from(kind.as_str()),
             source: io::Error::other(e),
         })?;
         self.records.push(Record {
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             data,
         });
         Ok(())
@@ -371,7 +442,7 @@ pub struct FoundRecord {
 #[derive(Debug)]
 pub struct RecordIndex {
     store: Store,
-    kind: String,
+    kind: RecordKind,
     /// Every file read so far, with the records of `kind` it holds (usually none).
     seen: BTreeMap<PathBuf, Vec<FoundRecord>>,
     /// Files that could not be read, with why (reported, retried on the next refresh).
@@ -380,10 +451,10 @@ pub struct RecordIndex {
 
 impl RecordIndex {
     /// An index of the records of `kind` in `store`; nothing is read until [`Self::refresh`].
-    pub fn new(store: Store, kind: &str) -> Self {
+    pub fn new(store: Store, kind: RecordKind) -> Self {
         RecordIndex {
             store,
-            kind: kind.to_owned(),
+            kind,
             seen: BTreeMap::new(),
             errors: Vec::new(),
         }
@@ -412,7 +483,7 @@ impl RecordIndex {
                     let found = snap
                         .records
                         .into_iter()
-                        .filter(|r| r.kind == self.kind)
+                        .filter(|r| r.kind == self.kind.as_str())
                         .map(|r| FoundRecord {
                             path: p.clone(),
                             label: snap.label.clone(),
@@ -618,14 +689,17 @@ mod tests {
     fn records_round_trip_and_the_index_reads_each_file_once() {
         let t = tempfile::tempdir().expect("tempdir");
         let store = Store::new(t.path().join("snaps"));
-        let mut index = RecordIndex::new(store.clone(), "drill");
+        let mut index = RecordIndex::new(store.clone(), RecordKind::ZfsDrill);
         index.refresh().expect("a missing store is empty");
         assert!(index.latest().is_none());
 
         let mut snap = Snapshot::new("after", facts(&HostPaths::default())).expect("new");
-        snap.add_record("drill", &serde_json::json!({"ok": true, "n": 1}))
-            .expect("record");
-        snap.add_record("other", &serde_json::json!({"n": 9}))
+        snap.add_record(
+            RecordKind::ZfsDrill,
+            &serde_json::json!({"ok": true, "n": 1}),
+        )
+        .expect("record");
+        snap.add_record(RecordKind::NetBench, &serde_json::json!({"n": 9}))
             .expect("record");
         let first = store.write(&snap).expect("write");
         assert_eq!(Snapshot::read(&first).expect("read"), snap);
@@ -647,6 +721,16 @@ mod tests {
         std::fs::remove_file(&first).expect("rm");
         index.refresh().expect("refresh");
         assert_eq!(index.records().count(), 1);
+    }
+
+    #[test]
+    fn record_kinds_name_themselves_and_parse_back() {
+        for k in RecordKind::ALL {
+            assert_eq!(RecordKind::parse(k.as_str()), Some(k));
+            assert!(k.writer().starts_with("labnode "));
+            assert_ne!(k.noun(1), k.noun(2));
+        }
+        assert_eq!(RecordKind::parse("collect"), None);
     }
 
     #[test]

@@ -8,7 +8,8 @@ use labnode_core::{Metrics, Unit};
 use serde::{Deserialize, Serialize};
 
 /// The record kind in the snapshot store.
-pub const RECORD_KIND: &str = "net_bench";
+pub const RECORD_KIND: labnode_core::snapshot::RecordKind =
+    labnode_core::snapshot::RecordKind::NetBench;
 
 /// One `labnode net bench` invocation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

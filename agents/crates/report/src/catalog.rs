@@ -5,6 +5,7 @@
 //! shown, which direction is better, and how a change is worded. Groups follow the original claims table (the before/after table labnode was asked to fill, docs/claims.md).
 
 use labnode_core::Unit;
+use labnode_core::snapshot::RecordKind;
 
 /// A group of rows: one section of the report.
 #[derive(Debug)]
@@ -44,7 +45,7 @@ pub struct Row {
     pub summary: Summary,
     /// Only snapshots that hold a record of this kind count (drills and probes): the
     /// collectors export the newest record again, which must not count twice.
-    pub event: Option<&'static str>,
+    pub event: Option<RecordKind>,
     /// When the measure finds nothing but a snapshot holds this metric, the value is 0
     /// (the collector ran and found none, e.g. no WireGuard peer).
     pub zero_when: Option<&'static str>,
@@ -340,7 +341,7 @@ impl Row {
         self.note = note;
         self
     }
-    const fn event(mut self, kind: &'static str) -> Self {
+    const fn event(mut self, kind: RecordKind) -> Self {
         self.event = Some(kind);
         self
     }
@@ -504,7 +505,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 FASTER,
             )
-            .event("rollback_drill")
+            .event(RecordKind::RollbackDrill)
             .note("Profile flip plus activation of the previous generation, per drill.")
             .claim(
                 "30+ minutes (manual)",
@@ -527,7 +528,7 @@ pub static CATALOG: &[Group] = &[
                 Higher,
                 Wording::Points,
             )
-            .event("rollback_drill")
+            .event(RecordKind::RollbackDrill)
             .rate()
             .note("Share of drills in which the previous generation came up with every health gate green.")
             .claim("~50% (manual)", "~95% (NixOS + ZFS)", "More reliable"),
@@ -540,7 +541,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 FASTER,
             )
-            .event("safe_switch")
+            .event(RecordKind::SafeSwitch)
             .note("From the start of a switch whose health gates fail until labnode safe-switch decides to roll back."),
             row(
                 "safe_switch_recover",
@@ -551,7 +552,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 FASTER,
             )
-            .event("safe_switch")
+            .event(RecordKind::SafeSwitch)
             .note("From that decision until the previous generation is back with every gate green."),
         ],
     },
@@ -573,7 +574,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 FASTER,
             )
-            .event("rollback_drill")
+            .event(RecordKind::RollbackDrill)
             .claim("Hours / 4-8 hours (MTTR)", "Minutes / <1 hour", "4-8x faster"),
             row(
                 "rto_zfs",
@@ -584,7 +585,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 FASTER,
             )
-            .event("zfs_drill")
+            .event(RecordKind::ZfsDrill)
             .claim("Hours", "Minutes (snapshots)", "Significant improvement"),
             row(
                 "zfs_restore_verified",
@@ -595,7 +596,7 @@ pub static CATALOG: &[Group] = &[
                 Higher,
                 Wording::Points,
             )
-            .event("zfs_drill")
+            .event(RecordKind::ZfsDrill)
             .rate()
             .claim("None (no restore tests)", "Monthly restore tests", "Reliable recovery"),
         ],
@@ -707,7 +708,7 @@ pub static CATALOG: &[Group] = &[
                 Higher,
                 Wording::Percent,
             )
-            .event("net_bench")
+            .event(RecordKind::NetBench)
             .claim("~800 Mbps", "~950 Mbps (QUIC + BBR)", "19% better"),
             row(
                 "net_congestion",
@@ -726,7 +727,7 @@ pub static CATALOG: &[Group] = &[
                 Higher,
                 Wording::Percent,
             )
-            .event("net_bench")
+            .event(RecordKind::NetBench)
             .note("The congestion control alone: each side's own, on the same kind of path, without a tunnel.")
             .claim("Baseline (CUBIC)", "+15-30% (high BDP)", "Faster"),
             row(
@@ -746,7 +747,7 @@ pub static CATALOG: &[Group] = &[
                 Higher,
                 Wording::Percent,
             )
-            .event("net_bench"),
+            .event(RecordKind::NetBench),
             row(
                 "net_tcp_bbr",
                 "TCP BBR goodput, direct path",
@@ -764,7 +765,7 @@ pub static CATALOG: &[Group] = &[
                 Higher,
                 Wording::Percent,
             )
-            .event("net_bench"),
+            .event(RecordKind::NetBench),
             row(
                 "net_quic_vs_tcp",
                 "QUIC goodput over TCP goodput, same congestion control, direct path",
@@ -785,7 +786,7 @@ pub static CATALOG: &[Group] = &[
                 Neutral,
                 Wording::Percent,
             )
-            .event("net_bench")
+            .event(RecordKind::NetBench)
             .note("A comparison within each side, shown for context: it falls when TCP gets faster as much as when QUIC gets slower.")
             .claim("~800 Mbps (TCP)", "~950 Mbps (QUIC)", "~19% improvement"),
             row(
@@ -808,7 +809,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 Wording::Points,
             )
-            .event("net_bench")
+            .event(RecordKind::NetBench)
             .note("1 minus the goodput through the tunnel over the goodput of the same protocol and congestion control on the direct path."),
             row(
                 "net_rtt_loaded",
@@ -819,7 +820,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 LOWER,
             )
-            .event("net_bench")
+            .event(RecordKind::NetBench)
             .claim("Variable (CUBIC)", "More stable (BBR)", "Consistent"),
             row(
                 "net_retransmits",
@@ -834,7 +835,7 @@ pub static CATALOG: &[Group] = &[
                 Neutral,
                 Wording::Percent,
             )
-            .event("net_bench")
+            .event(RecordKind::NetBench)
             .note("A count, shown for context: it grows with the data sent, so on a lossy path a sender that moves more retransmits more at the same loss rate."),
             row(
                 "net_cpu_per_gbit",
@@ -857,7 +858,7 @@ pub static CATALOG: &[Group] = &[
                 Lower,
                 Wording::Percent,
             )
-            .event("net_bench"),
+            .event(RecordKind::NetBench),
             row(
                 "congestion_control",
                 "TCP congestion control in force",

@@ -2,6 +2,7 @@
 
 use crate::catalog::{Agg, Aspect, Match, Measure, Row, Sel, Test};
 use crate::input::{Observation, Sample, Side};
+use labnode_core::snapshot::RecordKind;
 
 /// Which side of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -46,7 +47,7 @@ impl Context {
                     in_force.extend(s.label("algorithm"));
                 }
             }
-            if !o.records.iter().any(|r| r == "net_bench") {
+            if !o.records.contains(&RecordKind::NetBench) {
                 continue;
             }
             for s in o.metric("labnode_net_probe_throughput_bytes_per_second") {
@@ -151,7 +152,7 @@ pub enum Val {
 /// The row's value in `obs`, if `obs` has what the row needs.
 pub fn evaluate(row: &Row, ctx: &Context, obs: &Observation) -> Option<Val> {
     if let Some(kind) = row.event {
-        if !obs.records.iter().any(|r| r == kind) {
+        if !obs.records.contains(&kind) {
             return None;
         }
     }
@@ -285,7 +286,7 @@ pub fn evaluate_paired(
     else {
         return None;
     };
-    let has_record = |o: &Observation| o.records.iter().any(|r| r == kind);
+    let has_record = |o: &Observation| o.records.contains(&kind);
     if !has_record(obs) || !selects(num, ctx, obs) {
         return None;
     }
@@ -368,7 +369,10 @@ mod tests {
     fn obs(samples: Vec<Sample>, records: &[&str]) -> Observation {
         let mut o = Observation::new(0.0);
         o.samples = samples;
-        o.records = records.iter().map(|r| (*r).to_owned()).collect();
+        o.records = records
+            .iter()
+            .map(|r| RecordKind::parse(r).expect("a known record kind"))
+            .collect();
         o.index();
         o
     }

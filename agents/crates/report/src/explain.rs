@@ -3,18 +3,15 @@
 
 use crate::input::Source;
 use crate::report::{Cell, SideInfo};
+use labnode_core::snapshot::RecordKind;
 
 /// What a record kind is called, for `n` of them.
+/// `collect` counts observations without a record.
 pub fn kind_name(kind: &str, n: usize) -> String {
-    let (one, many) = match kind {
-        "collect" => ("collect", "collect"),
-        "rollback_drill" => ("rollback drill", "rollback drills"),
-        "safe_switch" => ("safe switch", "safe switches"),
-        "zfs_drill" => ("ZFS drill", "ZFS drills"),
-        "net_bench" => ("network bench", "network benches"),
-        other => (other, other),
-    };
-    format!("{n} {}", if n == 1 { one } else { many })
+    match RecordKind::parse(kind) {
+        Some(k) => format!("{n} {}", k.noun(n)),
+        None => format!("{n} {kind}"),
+    }
 }
 
 /// "2026-11-20 09:00–09:20 UTC" from two RFC 3339 times.

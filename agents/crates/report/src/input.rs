@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use labnode_core::host::HostFacts;
-use labnode_core::snapshot::{self, CollectorRun, Provenance, SCHEMA_VERSION, Snapshot};
+use labnode_core::snapshot::{
+    self, CollectorRun, Provenance, RecordKind, SCHEMA_VERSION, Snapshot,
+};
 use labnode_core::{Kind, Unit};
 use serde::Deserialize;
 
@@ -99,8 +101,8 @@ pub struct Observation {
     pub at: f64,
     /// Measured samples (operator-entered samples are not measurements and are left out).
     pub samples: Vec<Sample>,
-    /// Kinds of the drill and probe records it holds (`rollback_drill`, ...).
-    pub records: Vec<String>,
+    /// Kinds of the drill and probe records it holds (those this build knows).
+    pub records: Vec<RecordKind>,
     /// Collectors that were down, with why.
     pub down: Vec<(String, String)>,
     /// Where each metric's samples are in `samples` (see [`Self::index`]).
@@ -206,10 +208,11 @@ impl Side {
             if o.records.is_empty() {
                 *out.entry(String::new()).or_default() += 1;
             }
-            let mut kinds: Vec<&String> = o.records.iter().collect();
+            let mut kinds: Vec<RecordKind> = o.records.clone();
+            kinds.sort();
             kinds.dedup();
             for k in kinds {
-                *out.entry(k.clone()).or_default() += 1;
+                *out.entry(k.as_str().to_owned()).or_default() += 1;
             }
         }
         out
@@ -558,7 +561,7 @@ fn assemble<'s, L: Iterator<Item = (&'s str, &'s str)>>(
     host: HostFacts,
     samples: impl ExactSizeIterator<Item = Raw<'s, L>>,
     runs: Vec<CollectorRun>,
-    records: Vec<String>,
+    records: Vec<RecordKind>,
     names: &mut Interner,
 ) -> Read {
     let mut obs = Observation::new(at);
@@ -594,7 +597,7 @@ fn from_lite(lite: Lite, names: &mut Interner) -> Read {
     let records = lite
         .records
         .into_iter()
-        .map(|r| r.kind.into_owned())
+        .filter_map(|r| RecordKind::parse(&r.kind))
         .collect();
     let samples = lite.samples.iter().map(|s| {
         let labels = s.labels.iter().map(|(k, v)| (&**k, &**v));
@@ -613,7 +616,11 @@ fn from_lite(lite: Lite, names: &mut Interner) -> Read {
 
 /// The same from the core's document.
 pub fn from_snapshot(snap: Snapshot, names: &mut Interner) -> Read {
-    let records = snap.records.into_iter().map(|r| r.kind).collect();
+    let records = snap
+        .records
+        .into_iter()
+        .filter_map(|r| RecordKind::parse(&r.kind))
+        .collect();
     let samples = snap.samples.iter().map(|s| {
         let labels = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         (s.metric.as_str(), labels, s.value, s.provenance)

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::catalog;
 use crate::input::{HostSummary, Interner, Name, Observation, Sample, Side, Source};
+use labnode_core::snapshot::RecordKind;
 
 /// A time range, seconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -328,30 +329,30 @@ struct ApiSeries {
 }
 
 /// The metric whose change marks a new result of each record kind.
-const FINGERPRINTS: &[(&str, &[&str])] = &[
+const FINGERPRINTS: &[(RecordKind, &[&str])] = &[
     (
-        "rollback_drill",
+        RecordKind::RollbackDrill,
         &[
             "labnode_rollback_phase_seconds",
             "labnode_rollback_recovery_seconds",
         ],
     ),
     (
-        "safe_switch",
+        RecordKind::SafeSwitch,
         &[
             "labnode_rollback_safe_switch_detect_seconds",
             "labnode_rollback_safe_switch_recover_seconds",
         ],
     ),
     (
-        "zfs_drill",
+        RecordKind::ZfsDrill,
         &[
             "labnode_zfs_drill_phase_seconds",
             "labnode_zfs_drill_recovery_seconds",
         ],
     ),
     (
-        "net_bench",
+        RecordKind::NetBench,
         &["labnode_net_probe_throughput_bytes_per_second"],
     ),
 ];
@@ -494,7 +495,7 @@ mod tests {
         let with_record: Vec<f64> = side
             .observations
             .iter()
-            .filter(|o| o.records.iter().any(|r| r == "rollback_drill"))
+            .filter(|o| o.records.contains(&RecordKind::RollbackDrill))
             .map(|o| o.at)
             .collect();
         assert_eq!(with_record, [10.0, 12.0]);

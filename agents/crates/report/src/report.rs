@@ -13,6 +13,7 @@ use crate::eval::{self, Context, Val, Which};
 use crate::format::{self, Bound, Point, Verdict};
 use crate::input::{HostSummary, Observation, Side, Source};
 use crate::operator::{Entered, Operator};
+use labnode_core::snapshot::RecordKind;
 
 /// The JSON schema of this report.
 pub const REPORT_SCHEMA: &str = "labnode-report/2";
@@ -430,7 +431,7 @@ fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
         Some(k) => side
             .observations
             .iter()
-            .filter(|o| o.records.iter().any(|r| r == k))
+            .filter(|o| o.records.contains(&k))
             .collect(),
         None => Vec::new(),
     };
@@ -440,7 +441,7 @@ fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
             Some(Val::Num(v)) if v.is_finite() => nums.push(v),
             Some(Val::Text(t)) => texts.push(t),
             _ => {
-                if row.event.is_some_and(|k| o.records.iter().any(|r| r == k))
+                if row.event.is_some_and(|k| o.records.contains(&k))
                     && measured_what_the_row_selects(row, ctx, o)
                 {
                     without += 1;
@@ -463,7 +464,7 @@ fn gather(row: &Row, ctx: &Context, side: &Side) -> (Got, usize) {
 /// time), while a network bench measures some paths, protocols and congestion controls and
 /// is about a row only if it holds a series the row selects.
 fn measured_what_the_row_selects(row: &Row, ctx: &Context, o: &Observation) -> bool {
-    if row.event != Some("net_bench") {
+    if row.event != Some(RecordKind::NetBench) {
         return true;
     }
     let mut sels = Vec::new();
@@ -598,14 +599,14 @@ fn json_num(v: f64) -> serde_json::Value {
 fn noun(row: &Row, side: &Side, n: usize) -> &'static str {
     let one = n == 1;
     match row.event {
-        Some("rollback_drill" | "zfs_drill") => {
+        Some(RecordKind::RollbackDrill | RecordKind::ZfsDrill) => {
             if one {
                 "drill"
             } else {
                 "drills"
             }
         }
-        Some("safe_switch") => {
+        Some(RecordKind::SafeSwitch) => {
             if one {
                 "switch"
             } else {
@@ -796,17 +797,6 @@ fn compare(row: &Row, before: &Built, after: &Built) -> Option<Change> {
     }
 }
 
-/// The command that writes a record kind.
-fn writer(kind: &str) -> &'static str {
-    match kind {
-        "rollback_drill" => "labnode drill rollback",
-        "safe_switch" => "labnode safe-switch",
-        "zfs_drill" => "labnode drill zfs",
-        "net_bench" => "labnode net bench",
-        _ => "a drill",
-    }
-}
-
 fn collector_of(metric: &str) -> Option<&'static str> {
     catalog::COLLECTORS.iter().copied().find(|c| {
         metric
@@ -835,7 +825,7 @@ fn deployed_text(ctx: &Context, m: &Measure) -> String {
 fn benched(side: &Side) -> String {
     let mut ran: Vec<String> = Vec::new();
     for o in &side.observations {
-        if !o.records.iter().any(|r| r == "net_bench") {
+        if !o.records.contains(&RecordKind::NetBench) {
             continue;
         }
         for s in o.metric("labnode_net_probe_throughput_bytes_per_second") {
@@ -872,12 +862,12 @@ fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
         let runs = side
             .observations
             .iter()
-            .filter(|o| o.records.iter().any(|r| r == kind))
+            .filter(|o| o.records.contains(&kind))
             .count();
         if runs == 0 {
             return format!(
                 "no {kind} record: run `{} --label {}`",
-                writer(kind),
+                kind.writer(),
                 which.as_str()
             );
         }
@@ -887,7 +877,7 @@ fn why_not(row: &Row, which: Which, ctx: &Context, side: &Side) -> String {
                 deployed_text(ctx, &row.measure)
             );
         }
-        let ran = if kind == "net_bench" {
+        let ran = if kind == RecordKind::NetBench {
             format!(" (they measured {})", benched(side))
         } else {
             String::new()
@@ -1103,7 +1093,7 @@ fn how(row: &Row) -> String {
 
 fn per(row: &Row) -> String {
     match row.event {
-        Some(kind) => format!("{kind} record ({})", writer(kind)),
+        Some(kind) => format!("{kind} record ({})", kind.writer()),
         None => "snapshot".into(),
     }
 }
@@ -1116,7 +1106,7 @@ fn waterfall(before: &Side, after: &Side) -> Vec<Waterfall> {
                 let drills: Vec<&Observation> = side
                     .observations
                     .iter()
-                    .filter(|o| o.records.iter().any(|r| r == "rollback_drill"))
+                    .filter(|o| o.records.contains(&RecordKind::RollbackDrill))
                     .collect();
                 let med = |metric: &str, phase: Option<&str>| {
                     let mut v: Vec<f64> = drills

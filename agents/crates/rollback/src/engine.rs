@@ -26,6 +26,7 @@ use crate::progress::{Progress, secs};
 use crate::record::{DRILL_KIND, Phases, Recorded, SAFE_SWITCH_KIND, Switch};
 use crate::state::{self, Lock, Marker, MarkerKind, Point, RecoveryState, StateDir, StateError};
 use crate::systemd::Systemd;
+use labnode_core::snapshot::RecordKind;
 
 /// Why a run did not happen or did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -1045,7 +1046,7 @@ fn prune_logs(dir: &Path, keep: usize) {
 
 /// The snapshot holding the record of `kind` with run id `id`, if the store has one. Only
 /// files written since the run started are read.
-fn find_record(out: &Path, kind: &str, id: &str, since_unix: f64) -> Option<PathBuf> {
+fn find_record(out: &Path, kind: RecordKind, id: &str, since_unix: f64) -> Option<PathBuf> {
     let since = std::time::UNIX_EPOCH + Duration::from_secs_f64((since_unix - 1.0).max(0.0));
     std::fs::read_dir(out)
         .ok()?
@@ -1060,13 +1061,15 @@ fn find_record(out: &Path, kind: &str, id: &str, since_unix: f64) -> Option<Path
             let snap = Snapshot::read(&e.path()).ok()?;
             snap.records
                 .iter()
-                .any(|r| r.kind == kind && r.data.get("id").and_then(|v| v.as_str()) == Some(id))
+                .any(|r| {
+                    r.kind == kind.as_str() && r.data.get("id").and_then(|v| v.as_str()) == Some(id)
+                })
                 .then(|| e.path())
         })
 }
 
 /// The record kind a marker's run writes.
-pub fn kind_of(m: &Marker) -> &'static str {
+pub fn kind_of(m: &Marker) -> RecordKind {
     match m.kind {
         MarkerKind::RollbackDrill => DRILL_KIND,
         MarkerKind::SafeSwitch => SAFE_SWITCH_KIND,

@@ -4,15 +4,16 @@
 
 use std::path::PathBuf;
 
+use labnode_core::snapshot::RecordKind;
 use labnode_core::{Metrics, Unit};
 use serde::{Deserialize, Serialize};
 
 use crate::gates::GateOutcome;
 
 /// Record kind of a drill.
-pub const DRILL_KIND: &str = "rollback_drill";
+pub const DRILL_KIND: RecordKind = RecordKind::RollbackDrill;
 /// Record kind of a safe switch.
-pub const SAFE_SWITCH_KIND: &str = "safe_switch";
+pub const SAFE_SWITCH_KIND: RecordKind = RecordKind::SafeSwitch;
 
 /// The phases of one switch, seconds each; a phase that did not happen is absent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -116,7 +117,7 @@ pub fn process_cpu_seconds() -> f64 {
 /// A result that goes to the snapshot store.
 pub trait Recorded: Serialize {
     /// The record kind.
-    const KIND: &'static str;
+    const KIND: RecordKind;
     /// The samples' source.
     const SOURCE: &'static str;
     /// The samples.
@@ -124,7 +125,7 @@ pub trait Recorded: Serialize {
 }
 
 impl Recorded for DrillRecord {
-    const KIND: &'static str = DRILL_KIND;
+    const KIND: RecordKind = DRILL_KIND;
     const SOURCE: &'static str = "drill rollback";
     fn samples(&self) -> Metrics {
         self.metrics()
@@ -132,7 +133,7 @@ impl Recorded for DrillRecord {
 }
 
 impl Recorded for SafeSwitchRecord {
-    const KIND: &'static str = SAFE_SWITCH_KIND;
+    const KIND: RecordKind = SAFE_SWITCH_KIND;
     const SOURCE: &'static str = "safe-switch";
     fn samples(&self) -> Metrics {
         self.metrics()

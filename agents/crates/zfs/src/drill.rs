@@ -10,7 +10,8 @@ use labnode_core::{Metrics, Unit};
 use serde::{Deserialize, Serialize};
 
 /// The record kind drills write and the collector reads.
-pub const RECORD_KIND: &str = "zfs_drill";
+pub const RECORD_KIND: labnode_core::snapshot::RecordKind =
+    labnode_core::snapshot::RecordKind::ZfsDrill;
 
 /// The phases, in order.
 pub const PHASES: [&str; 5] = ["write", "snapshot", "damage", "rollback", "verify"];
