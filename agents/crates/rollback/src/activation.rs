@@ -827,6 +827,13 @@ mod tests {
         // flock locks belong to the open file description: a second open conflicts.
         assert!(lock_holder(&lock).is_some());
         drop(f);
+        // Other tests of this binary spawn processes meanwhile: a child between fork and
+        // exec holds a copy of every descriptor (O_CLOEXEC closes it only at exec), so the
+        // lock can outlive `drop` by that long. It must be free once they have exec'd.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while lock_holder(&lock).is_some() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(lock_holder(&lock), None);
     }
 
