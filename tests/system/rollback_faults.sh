@@ -285,8 +285,9 @@ random_trial() {
   r=$((RANDOM % 10))
   fault=kill
   if [ "$r" -ge 8 ]; then fault=cut; elif [ "$r" -ge 6 ]; then fault=int; fi
-  # Uniform over a good switch's length (about 1 s here; a red gate's confirm is 2 s).
-  delay=$(awk -v r="$RANDOM" 'BEGIN { printf "%.3f", r / 32768 * 1.3 }')
+  # Uniform over a good switch's length (about 1 s here; a red gate's confirm is 2 s);
+  # RANDOM_MAX_DELAY narrows it (0.05: the run's first steps, its marker and its guard).
+  delay=$(awk -v r="$RANDOM" -v max="${RANDOM_MAX_DELAY:-1.3}" 'BEGIN { printf "%.3f", r / 32768 * max }')
   if [ "$kind" = switch ]; then lab "" safe-switch --to "$to"; else lab "" drill rollback --yes; fi
   local runner=$last_pid
   sleep "$delay"

@@ -320,9 +320,11 @@ impl<'a> Engine<'a> {
         Ok(Some(unit))
     }
 
-    /// Writes the marker of a new run (the known-good system's GC root with it), then arms
-    /// its guard (`require`: refuse without one unless `arm: none`). Nothing has changed
-    /// yet if this fails.
+    /// Arms the guard of a new run (`require`: refuse without one unless `arm: none`), then
+    /// writes its marker (the known-good system's GC root with it). In that order: a labnode
+    /// killed between the two leaves no marker that nobody watches (the guard waits for the
+    /// marker while labnode lives, and ends when labnode dies before writing it, nothing
+    /// having changed). Nothing has changed yet if this fails.
     pub fn begin(
         &self,
         kind: MarkerKind,
@@ -353,20 +355,14 @@ impl<'a> Engine<'a> {
             recovery: None,
             draft: None,
         };
-        self.state.write_marker(&marker)?;
+        marker.guard_unit = self.arm(&marker, require)?;
         self.keep_known_good(&marker.from.store_path);
-        match self.arm(&marker, require) {
-            Ok(unit) => {
-                marker.guard_unit = unit;
-                self.state.write_marker(&marker)?;
-                Ok(marker)
-            }
-            Err(err) => {
-                self.state.clear_marker()?;
-                self.drop_known_good();
-                Err(err)
-            }
+        if let Err(e) = self.state.write_marker(&marker) {
+            // The guard sees this labnode end without a marker and ends too.
+            self.drop_known_good();
+            return Err(e.into());
         }
+        Ok(marker)
     }
 
     /// A GC root on the known-good system, for as long as the run is unfinished.

@@ -332,7 +332,7 @@ enum Watch {
 /// The guard's wait: until the marker is gone, its labnode dies, or its deadline (read
 /// again on every poll: each phase extends it) passes.
 fn watch(e: &Engine<'_>, id: &str) -> Result<Watch, RunError> {
-    let Some(first) = e.state.marker()?.filter(|m| m.id == id) else {
+    let Some(first) = first_marker(e, id)? else {
         return Ok(Watch::Gone);
     };
     let proc = Process::open(first.pid, first.pid_start, first.boot_id.as_deref());
@@ -368,6 +368,27 @@ fn watch(e: &Engine<'_>, id: &str) -> Result<Watch, RunError> {
             )));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The marker the guard `id` watches. A run arms its guard before it writes its marker, so
+/// the guard may start first: it waits while the labnode that armed it (its pid is the id's
+/// last part) lives. `None`: that labnode ended without writing it, nothing changed.
+fn first_marker(e: &Engine<'_>, id: &str) -> Result<Option<Marker>, RunError> {
+    let pid = id.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+    let proc = pid.and_then(|p| Process::open(p, None, None));
+    loop {
+        if let Some(m) = e.state.marker()?.filter(|m| m.id == id) {
+            return Ok(Some(m));
+        }
+        if proc.as_ref().is_none_or(Process::exited) {
+            // It may have written the marker just before it ended.
+            return Ok(e.state.marker()?.filter(|m| m.id == id));
+        }
+        if (e.ctx.interrupted)().is_some() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
