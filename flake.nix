@@ -116,20 +116,20 @@
       '';
       # Evaluates the real host (assertions included) without building its closure: the
       # drvPath's string context would make every output of its build closure an input. The
-      # operator's SSH key and disk names stand in as test-only values (tests/common.nix):
+      # operator's SSH key and disk names stand in as test-only values (tests/nixos/common.nix):
       # without them the host refuses to evaluate, as it should for a user who has not set
       # them. The output file holds the drvPath, which CI then builds.
       c220g5-eval = let
-        host = self.nixosConfigurations.c220g5.extendModules {modules = [(import ./tests/common.nix).operatorStandIns];};
+        host = self.nixosConfigurations.c220g5.extendModules {modules = [(import ./tests/nixos/common.nix).operatorStandIns];};
       in
         pkgs.writeText "c220g5-toplevel" (builtins.unsafeDiscardStringContext host.config.system.build.toplevel.drvPath);
-      vm-zfs = vmTest ./tests/zfs.nix;
-      vm-wireguard = vmTest ./tests/wireguard.nix;
-      vm-monitoring = vmTest ./tests/monitoring.nix;
-      vm-network-tuning = vmTest ./tests/network-tuning.nix;
-      vm-rollback = vmTest ./tests/rollback.nix;
-      vm-rollback-cli = vmTest ./tests/rollback-cli.nix;
-      vm-host = vmTest ./tests/host.nix;
+      vm-zfs = vmTest ./tests/nixos/zfs.nix;
+      vm-wireguard = vmTest ./tests/nixos/wireguard.nix;
+      vm-monitoring = vmTest ./tests/nixos/monitoring.nix;
+      vm-network-tuning = vmTest ./tests/nixos/network-tuning.nix;
+      vm-rollback = vmTest ./tests/nixos/rollback.nix;
+      vm-rollback-cli = vmTest ./tests/nixos/rollback-cli.nix;
+      vm-host = vmTest ./tests/nixos/host.nix;
     };
 
     formatter.${system} = nixFormatter;

@@ -10,7 +10,7 @@
 # Systems: the base one (web.service serves "v1"), the specialisation `v2` (serves "v2"
 # after a 2 s start delay), `broken` (its web.service fails), `slow` (60 s delay) and
 # `slowstart` (its web.service's start takes 10 s: the activation is slow).
-# tests/rollback.nix covers the module's drill unit and the exported metrics.
+# tests/nixos/rollback.nix covers the module's drill unit and the exported metrics.
 {self, ...}: {
   name = "labnode-rollback-cli";
 

@@ -11,7 +11,7 @@
   ...
 }: let
   common = import ./common.nix;
-  inventory = import ../hosts;
+  inventory = import ../../hosts;
 in {
   name = "labnode-host";
 
@@ -22,11 +22,11 @@ in {
   }: {
     imports = [
       self.nixosModules.default
-      ../hosts/c220g5
+      ../../hosts/c220g5
       common.testSecrets
       common.operatorStandIns
     ];
-    disabledModules = [../hosts/c220g5/hardware.nix];
+    disabledModules = [../../hosts/c220g5/hardware.nix];
     labnode.inventory.nodes = inventory;
 
     # What the VM lacks.
@@ -45,7 +45,7 @@ in {
     # The test driver configures the VM's test network itself; DHCP on every port would
     # take it over.
     systemd.network.networks."20-control".enable = false;
-    labnode.secrets.sopsFile = lib.mkForce ../secrets/test-only/secrets.yaml;
+    labnode.secrets.sopsFile = lib.mkForce ../../secrets/test-only/secrets.yaml;
 
     # The drill: a previous generation that differs only in one /etc file, and the host's
     # rollback settings with its gates minus gpu and zfs_pools, activated with `test` (the

@@ -1,4 +1,4 @@
-# Shared by the NixOS VM tests (tests/*.nix): the TEST-ONLY secrets, and Python helpers for
+# Shared by the NixOS VM tests (tests/nixos/*.nix): the TEST-ONLY secrets, and Python helpers for
 # test scripts that read a Prometheus text exposition.
 {
   # What a fresh checkout leaves for the operator to fill in (hosts/<node>/operator.nix),
@@ -16,13 +16,13 @@
   testSecrets = {
     labnode.secrets = {
       enable = true;
-      sopsFile = ../secrets/test-only/secrets.yaml;
+      sopsFile = ../../secrets/test-only/secrets.yaml;
       ageKeyFile = "/run/labnode-test-only-age-key.txt";
       allowTestOnlyKey = true;
     };
     # As in sops-nix's own tests: the key must be in place before setupSecrets runs.
     system.activationScripts.labnodeTestOnlyAgeKey.text = ''
-      install -m 0400 ${../secrets/test-only/age-key.txt} /run/labnode-test-only-age-key.txt
+      install -m 0400 ${../../secrets/test-only/age-key.txt} /run/labnode-test-only-age-key.txt
     '';
     system.activationScripts.setupSecrets.deps = ["labnodeTestOnlyAgeKey"];
   };

@@ -9,11 +9,11 @@
   ...
 }: let
   common = import ./common.nix;
-  rulesDir = ../modules/monitoring/rules;
+  rulesDir = ../../modules/monitoring/rules;
   ruleFiles = lib.attrNames (lib.filterAttrs (f: t: t == "regular" && lib.hasSuffix ".yaml" f) (builtins.readDir rulesDir));
   ruleText = lib.concatMapStrings (f: builtins.readFile (rulesDir + "/${f}")) ruleFiles;
   count = re: lib.length (lib.filter lib.isList (builtins.split re ruleText));
-  dashboardsDir = ../modules/monitoring/dashboards;
+  dashboardsDir = ../../modules/monitoring/dashboards;
   dashboardUids = map (f: (builtins.fromJSON (builtins.readFile (dashboardsDir + "/${f}"))).uid) (lib.attrNames (builtins.readDir dashboardsDir));
 in {
   name = "labnode-monitoring";
