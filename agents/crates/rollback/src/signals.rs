@@ -5,17 +5,15 @@
 //! progress finishes, and the run then rolls back to the known-good generation by itself.
 //! SIGKILL cannot be caught; the systemd guard or the boot unit finishes that case.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
-static PENDING: AtomicI32 = AtomicI32::new(0);
+use labnode_core::signals::Noted;
+pub use labnode_core::signals::name;
 
-extern "C" fn note(signal: libc::c_int) {
-    // Only an atomic store: async-signal-safe. The first signal is the one reported.
-    let _ = PENDING.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
-}
+static NOTED: OnceLock<Noted> = OnceLock::new();
 
 /// The signals a run defers: an interrupt (Ctrl-C), a stop request, a lost terminal.
-pub const DEFERRED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+pub const DEFERRED: [libc::c_int; 3] = labnode_core::signals::TERMINATION;
 
 /// While installed, SIGINT, SIGTERM and SIGHUP are noted instead of ending the process.
 #[derive(Debug)]
@@ -23,39 +21,19 @@ pub struct Interrupts(());
 
 impl Interrupts {
     /// Installs the handlers (for the rest of the process: a run is the process's last act).
-    pub fn install() -> Interrupts {
-        for sig in DEFERRED {
-            // SAFETY: a zeroed sigaction with a handler that only stores an atomic is valid;
-            // SA_RESTART keeps blocking calls of other threads from failing with EINTR.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = note as *const () as libc::sighandler_t;
-                sa.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut sa.sa_mask);
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
+    /// A second call keeps the first installation.
+    pub fn install() -> std::io::Result<Interrupts> {
+        if NOTED.get().is_none() {
+            let noted = Noted::catch(&DEFERRED)?;
+            let _ = NOTED.set(noted);
         }
-        Interrupts(())
+        Ok(Interrupts(()))
     }
 }
 
 /// The first deferred signal received, if any.
 pub fn pending() -> Option<libc::c_int> {
-    match PENDING.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
-}
-
-/// A signal's name, e.g. `SIGINT`.
-pub fn name(signal: libc::c_int) -> String {
-    match signal {
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        libc::SIGKILL => "SIGKILL".into(),
-        s => format!("signal {s}"),
-    }
+    NOTED.get().and_then(Noted::peek)
 }
 
 /// The reason a run gives when a signal made it roll back.
@@ -72,7 +50,7 @@ mod tests {
 
     #[test]
     fn a_deferred_signal_is_noted_not_fatal() {
-        let _i = Interrupts::install();
+        let _i = Interrupts::install().expect("install");
         assert_eq!(pending(), None);
         // SAFETY: raising a signal whose handler only stores an atomic.
         unsafe {

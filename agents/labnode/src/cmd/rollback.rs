@@ -292,11 +292,17 @@ fn snapshot_line(snapshot: Option<&PathBuf>, state_dir: &std::path::Path) {
     }
 }
 
+/// Defers SIGINT, SIGTERM and SIGHUP for a run that changes the node.
+fn install_interrupts() -> Result<Interrupts, Failure> {
+    Interrupts::install()
+        .map_err(|e| Failure::runtime(format!("cannot catch SIGINT, SIGTERM and SIGHUP: {e}")))
+}
+
 /// `labnode drill rollback`.
 pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
     let mut ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
     ctx.lock_wait = a.lock_wait.unwrap_or_default();
-    let _interrupts = a.yes.then(Interrupts::install);
+    let _interrupts = a.yes.then(install_interrupts).transpose()?;
     match labnode_rollback::drill(&ctx, a.yes).map_err(failure)? {
         labnode_rollback::DrillOutcome::Planned(plan) => {
             let _ = write!(std::io::stdout(), "{plan}");
@@ -324,7 +330,7 @@ pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
 pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
     let mut ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
     ctx.lock_wait = a.lock_wait.unwrap_or_default();
-    let _interrupts = Interrupts::install();
+    let _interrupts = install_interrupts()?;
     if a.recover {
         if a.guard.is_some() {
             ctx.progress = Progress::quiet();
