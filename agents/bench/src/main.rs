@@ -139,12 +139,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn progress(done: usize, total: usize, what: &str) {
-    use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() && std::env::var("CI").as_deref() != Ok("true") {
-        eprint!("\r  {what}: {done}/{total}   ");
-        if done == total {
-            eprintln!();
-        }
+    let p = labnode_core::progress::Progress::detect();
+    p.count(what, done as u64, total as u64);
+    if done == total {
+        p.clear();
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`config`] reads YAML with errors located at file, line, column and key; its
 //!   [`config::Schedule`] trait holds each collector section's `enabled`, `interval` and
 //!   `deadline`, their defaults and the section's own checks.
-//! - [`signals`] notes termination signals instead of dying of them.
+//! - [`progress`] is the one progress display (a terminal, never a CI log);
+//!   [`signals`] notes termination signals instead of dying of them.
 //! - [`snapshot`] writes and reads snapshots (samples and records) crash-safely;
 //!   [`host`] the host facts a snapshot carries.
 //!
@@ -22,6 +23,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod process;
+pub mod progress;
 pub mod signals;
 pub mod snapshot;
 pub mod sys;

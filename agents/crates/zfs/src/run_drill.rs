@@ -29,8 +29,8 @@ pub struct DrillOptions {
     pub file_size: u64,
     /// The lock file.
     pub lock: PathBuf,
-    /// Print each phase to stderr (a terminal).
-    pub progress: bool,
+    /// Where each phase is shown (a terminal; nothing in CI logs).
+    pub progress: labnode_core::progress::Progress,
 }
 
 /// Why the drill did not start (nothing was touched).
@@ -145,11 +145,7 @@ pub fn run(opts: &DrillOptions) -> Result<DrillResult, DrillError> {
         return Err(DrillError::NotMounted(opts.dataset.clone()));
     };
     let _lock = take_lock(&opts.lock)?;
-    let say = |msg: &str| {
-        if opts.progress {
-            eprintln!("labnode drill zfs: {msg}");
-        }
-    };
+    let say = |msg: &str| opts.progress.step(&format!("drill zfs: {msg}"));
     let dir = Path::new(&mountpoint).join(DRILL_DIR);
     let started = unix_now();
     let snapshot = format!(

@@ -42,7 +42,6 @@ pub fn run(args: DrillZfsArgs, snapshot_dir: PathBuf) -> Result<(), (u8, String)
     use labnode_core::snapshot::{self, Snapshot, Store};
     use labnode_zfs::drill::RECORD_KIND;
     use labnode_zfs::run_drill::{self, DrillOptions};
-    use std::io::IsTerminal;
 
     snapshot::check_label(&args.label).map_err(|e| (2, format!("--label: {e}")))?;
     let dir = args.out.unwrap_or(snapshot_dir);
@@ -51,8 +50,7 @@ pub fn run(args: DrillZfsArgs, snapshot_dir: PathBuf) -> Result<(), (u8, String)
         files: args.files,
         file_size: args.file_size,
         lock: args.lock_file,
-        progress: std::io::stderr().is_terminal()
-            && std::env::var_os("CI").is_none_or(|v| v != "true"),
+        progress: labnode_core::progress::Progress::detect(),
     };
     let result =
         run_drill::run(&opts).map_err(|e| (if e.is_usage() { 2 } else { 1 }, e.to_string()))?;

@@ -213,18 +213,6 @@ pub fn sides_from_store(
     Ok((before, after))
 }
 
-/// A progress line on a terminal (a remote Prometheus can take seconds); nothing in CI logs
-/// or pipes.
-fn progress(msg: &str) {
-    use std::io::{IsTerminal, Write};
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mut err = std::io::stderr();
-    if !ci && err.is_terminal() {
-        let _ = write!(err, "\r\x1b[2K{msg}");
-        let _ = err.flush();
-    }
-}
-
 fn from_prometheus(args: &ReportArgs, url: &str) -> Result<(Side, Side), Failure> {
     let (Some(b), Some(a)) = (args.before_range, args.after_range) else {
         return Err(Failure::usage(
@@ -235,9 +223,11 @@ fn from_prometheus(args: &ReportArgs, url: &str) -> Result<(Side, Side), Failure
         .map_err(|e| Failure::usage(e.to_string()))?;
     let get = |r: Range, flag: &str| {
         let side = flag.trim_end_matches("-range");
-        progress(&format!("labnode: reading the {side} range from {url}..."));
+        // A remote Prometheus can take seconds: a live line on a terminal, none in CI logs.
+        let progress = labnode_core::progress::Progress::detect();
+        progress.live(&format!("labnode: reading the {side} range from {url}..."));
         let read = client.side(r, args.step);
-        progress("");
+        progress.clear();
         read.map_err(|e| match e {
             prometheus::PromError::Empty { .. } => Failure::runtime(format!("--{flag}: {e}")),
             e => Failure::runtime(e.to_string()),
