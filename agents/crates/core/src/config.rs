@@ -41,9 +41,9 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    /// An error about `key` in `text`, located by looking the key up in the YAML text.
+    /// An error about `key` in `text`, located where the YAML parser saw the key.
     pub fn at_key(file: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
-        let loc = locate_key(text, key);
+        let loc = Positions::parse(text).key(key);
         ConfigError {
             file: file.to_owned(),
             line: loc.map(|l| l.0),
@@ -96,20 +96,17 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigEr
         let mut column = loc.as_ref().map(|l| l.column());
         let parent = (path != "." && path != "?" && !path.is_empty()).then_some(path);
         let mut key = parent.clone();
-        // serde names a duplicate key but not where it is: find its second occurrence.
+        // serde names a duplicate key but not where it is; the YAML parser has both places.
         if let Some(dup) = message
             .strip_prefix("duplicate field `")
             .and_then(|m| m.strip_suffix('`'))
             .map(str::to_owned)
         {
-            let full = parent.map_or(dup.clone(), |p| format!("{p}.{dup}"));
-            if let Some(((l1, _), (l2, c2))) =
-                locate_key(text, &full).and_then(|first| Some((first, locate_repeat(text, first)?)))
-            {
+            if let Some((first, (l2, c2))) = Positions::duplicate(text) {
                 (line, column) = (Some(l2), Some(c2));
-                message = format!("duplicate key `{dup}` (first at line {l1})");
+                message = format!("duplicate key `{dup}` (first at line {})", first.0);
             }
-            key = Some(full);
+            key = Some(parent.map_or(dup.clone(), |p| format!("{p}.{dup}")));
         }
         ConfigError {
             file: file.to_owned(),
@@ -119,28 +116,6 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigEr
             message,
         }
     })
-}
-
-/// The next key after the one at `first` (line, column; 1-based) with the same name and
-/// indentation, before the mapping that holds them ends.
-fn locate_repeat(text: &str, (line, column): (usize, usize)) -> Option<(usize, usize)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let first = lines.get(line.checked_sub(1)?)?;
-    let name = first.get(column.checked_sub(1)?..)?.split(':').next()?;
-    for (i, l) in lines.iter().enumerate().skip(line) {
-        let trimmed = l.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = l.len() - trimmed.len();
-        if indent < column - 1 {
-            return None;
-        }
-        if indent == column - 1 && trimmed.split(':').next() == Some(name) {
-            return Some((i + 1, column));
-        }
-    }
-    None
 }
 
 /// The keys every collector section has (`enabled`, `interval`, `deadline`) and their
@@ -201,44 +176,70 @@ pub struct SectionError {
     pub message: String,
 }
 
-/// Finds the line and column of a dotted key in block-style YAML.
+/// Finds the line and column (1-based) of a dotted key, e.g. `collectors.system.interval`
+/// or `rollback.gates[2].name`.
 pub fn locate_key(text: &str, key: &str) -> Option<(usize, usize)> {
-    let mut want = key.split('.');
-    let mut current = want.next()?;
-    // Indentation of the mapping that holds `current`, and of its parent key.
-    let mut level: Option<usize> = None;
-    let mut parent: Option<usize> = None;
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = line.len() - trimmed.len();
-        if parent.is_some_and(|p| indent <= p) {
-            return None;
-        }
-        let level_indent = *level.get_or_insert(indent);
-        if indent != level_indent {
-            continue;
-        }
-        let name = trimmed
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches(|c| c == '"' || c == '\'');
-        if name == current && trimmed.contains(':') {
-            match want.next() {
-                Some(next) => {
-                    current = next;
-                    parent = Some(indent);
-                    level = None;
-                }
-                None => return Some((i + 1, indent + 1)),
-            }
+    Positions::parse(text).key(key)
+}
+
+/// Where each key and sequence item of a YAML document is, from one parse by a
+/// span-keeping parser (marked-yaml). serde_norway still reads the values: its messages
+/// are the ones users see; this only says where.
+#[derive(Debug)]
+pub struct Positions {
+    root: Option<marked_yaml::Node>,
+}
+
+impl Positions {
+    /// Parses `text`; a document the parser refuses (anchors, tags, bad syntax) has no
+    /// positions, and errors about it carry serde's location or none.
+    pub fn parse(text: &str) -> Positions {
+        Positions {
+            root: marked_yaml::parse_yaml(0, text).ok(),
         }
     }
-    None
+
+    /// The position of `key`: dotted mapping keys, each optionally followed by `[i]` for
+    /// item `i` of the sequence it holds. A key is located at its name, an item at its
+    /// first character.
+    pub fn key(&self, key: &str) -> Option<(usize, usize)> {
+        let mut node = self.root.as_ref()?;
+        let mut at = None;
+        for part in key.split('.') {
+            let (name, indices) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            let map = node.as_mapping()?;
+            let (k, v) = map.iter().find(|(k, _)| k.as_str() == name)?;
+            at = k.span().start().copied();
+            node = v;
+            for index in indices.split(']').filter(|i| !i.is_empty()) {
+                let i: usize = index.trim_start_matches('[').parse().ok()?;
+                node = node.as_sequence()?.get(i)?;
+                // A mapping's own mark is at its first `:`; its first key is where it starts.
+                let first_key = node.as_mapping().and_then(|m| m.keys().next());
+                at = first_key.map_or(node.span(), |k| k.span()).start().copied();
+            }
+        }
+        at.map(|m| (m.line(), m.column()))
+    }
+
+    /// The first duplicated key of `text`: where it first stands and where it stands again.
+    pub fn duplicate(text: &str) -> Option<((usize, usize), (usize, usize))> {
+        let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+        match marked_yaml::parse_yaml_with_options(0, text, options) {
+            Err(marked_yaml::LoadError::DuplicateKey(d)) => {
+                let first = d.prev_key.span().start()?;
+                let again = d.key.span().start()?;
+                Some((
+                    (first.line(), first.column()),
+                    (again.line(), again.column()),
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A duration between `MIN_MS` and `MAX_MS` milliseconds, written as `15s`, `500ms`, `2m`.
@@ -363,5 +364,14 @@ mod tests {
         assert_eq!(locate_key(t, "d"), Some((7, 1)));
         assert_eq!(locate_key(t, "b.e"), Some((6, 3)));
         assert_eq!(locate_key(t, "b.x"), None);
+        // Sequence items, block and flow style, and keys inside them.
+        let t = "r:\n  gates:\n    - name: a\n      tcp: x\n    -   name: b\n  flow: [1, {k: 2}]\n";
+        assert_eq!(locate_key(t, "r.gates[0]"), Some((3, 7)));
+        assert_eq!(locate_key(t, "r.gates[1].name"), Some((5, 9)));
+        assert_eq!(locate_key(t, "r.gates[0].tcp"), Some((4, 7)));
+        assert_eq!(locate_key(t, "r.gates[2]"), None);
+        assert_eq!(locate_key(t, "r.flow[1].k"), Some((6, 14)));
+        // What the parser refuses has no positions, rather than wrong ones.
+        assert_eq!(locate_key("a: &x 1\nb: *x\n", "b"), None);
     }
 }
