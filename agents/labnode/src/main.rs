@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         Command::Gc(a) => cmd::rollback::run_gc(a),
         Command::Internal(_) => Ok(()),
         Command::Generate(g) => cmd::generate::run(g, Cli::command()),
-        Command::Drill(DrillCommand::Zfs(a)) => cmd::config::load_config(a.config.as_ref())
+        Command::Drill(DrillCommand::Zfs(a)) => cmd::config::load_config(a.config.path.as_ref())
             .and_then(|cfg| {
                 cmd::drill_zfs::run(a, cfg.snapshot_dir())
                     .map_err(|(code, message)| Failure { code, message })

@@ -16,8 +16,8 @@ use crate::exit::Failure;
 /// `labnode collect`.
 pub fn collect(args: CollectArgs) -> Result<(), Failure> {
     snapshot::check_label(&args.label).map_err(|e| Failure::usage(format!("--label: {e}")))?;
-    let cfg = load_config(args.config.as_ref())?;
-    let dir = args.out.clone().unwrap_or_else(|| cfg.snapshot_dir());
+    let cfg = load_config(args.config.path.as_ref())?;
+    let dir = args.out.dir.clone().unwrap_or_else(|| cfg.snapshot_dir());
     let c = collect_once(&cfg, &args.collectors, &args.label, &dir)?;
     for (name, why) in &c.down {
         eprintln!("labnode: collector {name} is down: {why}");

@@ -2,38 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
-
-/// Arguments of `labnode drill zfs`.
-#[derive(Debug, Args)]
-pub struct DrillZfsArgs {
-    /// The scratch dataset, POOL/FS; it must have the user property labnode:scratch=on
-    /// (the drill destroys what it writes there and rolls the dataset back).
-    #[arg(long, value_name = "POOL/FS")]
-    pub dataset: String,
-    /// Name of the snapshot the result is stored in (letters, digits, '.', '_', '-').
-    #[arg(long, value_name = "NAME", default_value = "zfs-drill")]
-    pub label: String,
-    /// Directory to write to; overrides the config. Default /var/lib/labnode/snapshots.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Configuration file (YAML).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Files in the drill's data set.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub files: u64,
-    /// Bytes per file.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=(1 << 34)))]
-    pub file_size: u64,
-    /// Lock file that keeps two drills from running at once.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/run/lock/labnode-zfs-drill.lock"
-    )]
-    pub lock_file: PathBuf,
-}
+use crate::cli::DrillZfsArgs;
 
 /// Runs the drill and stores its result; `Err((exit code, message))` on failure.
 #[cfg(feature = "zfs")]
@@ -44,7 +13,7 @@ pub fn run(args: DrillZfsArgs, snapshot_dir: PathBuf) -> Result<(), (u8, String)
     use labnode_zfs::run_drill::{self, DrillOptions};
 
     snapshot::check_label(&args.label).map_err(|e| (2, format!("--label: {e}")))?;
-    let dir = args.out.unwrap_or(snapshot_dir);
+    let dir = args.out.dir.unwrap_or(snapshot_dir);
     let opts = DrillOptions {
         dataset: args.dataset,
         files: args.files,

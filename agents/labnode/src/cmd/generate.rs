@@ -3,31 +3,12 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::{Command, Subcommand};
-use clap_complete::Shell;
+use clap::Command;
 
+use crate::cli::GenerateCommand;
 use crate::exit::Failure;
-
-/// What `labnode generate` writes.
-#[derive(Debug, Subcommand)]
-pub enum GenerateCommand {
-    /// Write one man page per command (labnode.1, labnode-serve.1, labnode-drill-rollback.1,
-    /// ...) into DIR, which is created if missing.
-    Man {
-        /// The directory (for example `$out/share/man/man1`).
-        dir: PathBuf,
-    },
-    /// Print the collector registry (each collector's name and default port) as JSON: what
-    /// the NixOS agents module reads from `modules/collectors.json`.
-    Collectors,
-    /// Print the completion script for SHELL on stdout.
-    Completions {
-        /// bash, zsh, fish, elvish or powershell.
-        shell: Shell,
-    },
-}
 
 /// Runs `labnode generate`.
 pub fn run(cmd: GenerateCommand, mut cli: Command) -> Result<(), Failure> {

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
 use labnode_core::snapshot;
 use labnode_rollback::gc::{GcPlan, gc};
 use labnode_rollback::progress::Progress;
@@ -15,6 +14,7 @@ use labnode_rollback::record::{DrillRecord, SafeSwitchRecord, Switch};
 use labnode_rollback::signals::Interrupts;
 use labnode_rollback::{Context, Recovered, RunError};
 
+use crate::cli::{DrillRollbackArgs, GcArgs, SafeSwitchArgs};
 use crate::config::Config;
 use crate::exit::Failure;
 
@@ -23,85 +23,6 @@ macro_rules! out {
     ($($arg:tt)*) => {{
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
-}
-
-/// `labnode drill rollback`.
-#[derive(Debug, Args)]
-pub struct DrillRollbackArgs {
-    /// Do it. Without --yes the plan is printed and nothing changes.
-    #[arg(long)]
-    yes: bool,
-    /// Configuration file (YAML); gates and bounds come from its `rollback:` section.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The profile to drill on; overrides `rollback.profile` (default /nix/var/nix/profiles/system).
-    #[arg(long, value_name = "PATH")]
-    profile: Option<PathBuf>,
-    /// Label of the snapshot the result is written to.
-    #[arg(long, value_name = "NAME", default_value = "rollback-drill")]
-    label: String,
-    /// Snapshot store; overrides the config's snapshot_dir.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Wait this long for another run (a safe switch, garbage collection) to end instead
-    /// of refusing at once.
-    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
-    lock_wait: Option<Duration>,
-}
-
-/// `labnode safe-switch`.
-#[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("what").required(true).args(["to", "recover"]))]
-pub struct SafeSwitchArgs {
-    /// The system closure to switch to (a store path with bin/switch-to-configuration).
-    #[arg(long, value_name = "STORE_PATH")]
-    to: Option<PathBuf>,
-    /// How long every gate may take to turn green after activation; overrides
-    /// `rollback.confirm_timeout` (default 120s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "to")]
-    confirm_timeout: Option<Duration>,
-    /// Finish an unconfirmed switch or an interrupted drill found by its marker: roll back to
-    /// the known-good generation. The boot unit runs this.
-    #[arg(long, conflicts_with = "to")]
-    recover: bool,
-    /// With --recover: try again with backoff (`rollback.retry_interval`, doubling) until
-    /// the host is healthy on the known-good generation. The boot unit runs this.
-    #[arg(long, requires = "recover")]
-    retry: bool,
-    /// Internal: run as the systemd guard of switch ID (waits for it to end or die).
-    #[arg(long, value_name = "ID", requires = "recover", hide = true)]
-    guard: Option<String>,
-    /// Wait this long for another run (a drill, garbage collection, an earlier switch) to
-    /// end instead of refusing at once: what the nightly upgrade does.
-    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
-    lock_wait: Option<Duration>,
-    /// Configuration file (YAML); gates and bounds come from its `rollback:` section.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The profile; overrides `rollback.profile`.
-    #[arg(long, value_name = "PATH")]
-    profile: Option<PathBuf>,
-    /// Label of the snapshot the result is written to.
-    #[arg(long, value_name = "NAME", default_value = "safe-switch")]
-    label: String,
-    /// Snapshot store; overrides the config's snapshot_dir.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration such as 120s or 5m ({e})"))?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("{s} is shorter than 1s"));
-    }
-    Ok(d)
-}
-
-/// A wait for the run lock: 0s (refuse at once) or more.
-fn parse_wait(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration such as 0s, 30m or 6h ({e})"))
 }
 
 fn context(
@@ -300,8 +221,8 @@ fn install_interrupts() -> Result<Interrupts, Failure> {
 
 /// `labnode drill rollback`.
 pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
-    let mut ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
-    ctx.lock_wait = a.lock_wait.unwrap_or_default();
+    let mut ctx = context(a.node.config.path.as_ref(), a.node.profile, &a.label, a.out.dir)?;
+    ctx.lock_wait = a.node.lock_wait.unwrap_or_default();
     let _interrupts = a.yes.then(install_interrupts).transpose()?;
     match labnode_rollback::drill(&ctx, a.yes).map_err(failure)? {
         labnode_rollback::DrillOutcome::Planned(plan) => {
@@ -328,8 +249,8 @@ pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
 
 /// `labnode safe-switch`.
 pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
-    let mut ctx = context(a.config.as_ref(), a.profile, &a.label, a.out)?;
-    ctx.lock_wait = a.lock_wait.unwrap_or_default();
+    let mut ctx = context(a.node.config.path.as_ref(), a.node.profile, &a.label, a.out.dir)?;
+    ctx.lock_wait = a.node.lock_wait.unwrap_or_default();
     let _interrupts = install_interrupts()?;
     if a.recover {
         if a.guard.is_some() {
@@ -385,34 +306,9 @@ pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
 }
 
 /// `labnode gc`.
-#[derive(Debug, Args)]
-pub struct GcArgs {
-    /// The newest system generations kept whatever their age.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    keep_generations: u32,
-    /// Generations older than this are deleted (the newest N and an unfinished run's
-    /// known-good one excepted), e.g. 30d.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    delete_older_than: Duration,
-    /// Configuration file (YAML): the `rollback:` section names the profile, nix-env and
-    /// the state directory whose lock is taken.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// The system profile; overrides `rollback.profile`.
-    #[arg(long, value_name = "PATH")]
-    profile: Option<PathBuf>,
-    /// Wait this long for a running safe switch or drill to end (default 6h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_wait)]
-    lock_wait: Option<Duration>,
-    /// Say what would be deleted; change nothing.
-    #[arg(long)]
-    dry_run: bool,
-}
-
-/// `labnode gc`.
 pub fn run_gc(a: GcArgs) -> Result<(), Failure> {
-    let mut ctx = context(a.config.as_ref(), a.profile, "gc", None)?;
-    ctx.lock_wait = a.lock_wait.unwrap_or(Duration::from_secs(6 * 3600));
+    let mut ctx = context(a.node.config.path.as_ref(), a.node.profile, "gc", None)?;
+    ctx.lock_wait = a.node.lock_wait.unwrap_or(Duration::from_secs(6 * 3600));
     let plan = GcPlan {
         keep: a.keep_generations,
         older_than: a.delete_older_than,

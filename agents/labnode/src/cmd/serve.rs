@@ -39,7 +39,7 @@ async fn shutdown_signal() {
 
 /// `labnode serve`.
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let cfg = load_config(args.config.as_ref())?;
+    let cfg = load_config(args.config.path.as_ref())?;
     let collectors = cfg.build(&args.collectors).map_err(Failure::usage)?;
     let listen = args.listen.unwrap_or_else(|| cfg.listen());
     let names: Vec<String> = collectors.iter().map(|c| c.name().to_owned()).collect();

@@ -15,48 +15,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use labnode_report::output::{self, Format};
 use labnode_report::report::{Cell, Report, RowOut};
 
 use self::guard::{Ctl, DemoError, Service, TempDir};
-use self::net::{Bench, LinkChoice, SidePlan};
+pub use self::net::LinkChoice;
+use self::net::{Bench, SidePlan};
+use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::exit::Failure;
 
-/// `labnode demo`.
-#[derive(Debug, Args)]
-#[command(
-    after_help = "What it needs: root, iproute2 (ip, tc) and /dev/net/tun; for the \
-    WireGuard rows wireguard-go and wg; for the rollback rows nix-build and nix-env (a \
-    single-user, offline Nix is enough). Without one of them it stops at once, naming the \
-    package to install (tools/demo installs them), unless --partial: then it measures the \
-    rest and says what is not measured and why. Without root, ip, tc or (for --link wan) \
-    /dev/net/tun it stops at once. A stop changes nothing.\n\n\
-    It removes everything it made (namespaces, wireguard-go, probe servers, the scratch \
-    service, its temporary directory), also on Ctrl-C, SIGTERM or SIGHUP. It leaves the \
-    report and its snapshots in --out, and two small Nix store paths (the scratch \
-    generations) that `nix-collect-garbage` frees.\n\n\
-    Exit codes: 0 report written; 1 a step failed (or the drill did, after writing the \
-    report); 2 bad arguments or this machine cannot run it; 128+N interrupted by signal N."
-)]
-pub struct DemoArgs {
-    /// Directory for the report (report.md, report.html, report.json) and its snapshots.
-    /// Default: ./labnode-demo-TIME, TIME in UTC. It must not hold snapshots already.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// The emulated link between the namespaces.
-    #[arg(long, value_enum, default_value = "wan")]
-    link: LinkChoice,
-    /// Seconds each network test sends for (5 tests: TCP and QUIC before, TCP, QUIC and
-    /// TCP through WireGuard after).
-    #[arg(long, value_name = "SECONDS", default_value_t = 8.0)]
-    duration: f64,
-    /// Measure what this machine allows: without wireguard-go or Nix, run the rest and
-    /// leave the WireGuard or rollback rows "not measured", with the reason.
-    #[arg(long)]
-    partial: bool,
-}
 
 /// What can be measured here, and why not where not.
 struct Preflight {
