@@ -1,6 +1,5 @@
 //! `labnode report`: before and after, from snapshots or from Prometheus.
 
-
 use labnode_report::input::{self, Side};
 use labnode_report::output::{self, Format};
 use labnode_report::prometheus::{self, Range};

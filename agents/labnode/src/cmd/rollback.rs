@@ -221,7 +221,12 @@ fn install_interrupts() -> Result<Interrupts, Failure> {
 
 /// `labnode drill rollback`.
 pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
-    let mut ctx = context(a.node.config.path.as_ref(), a.node.profile, &a.label, a.out.dir)?;
+    let mut ctx = context(
+        a.node.config.path.as_ref(),
+        a.node.profile,
+        &a.label,
+        a.out.dir,
+    )?;
     ctx.lock_wait = a.node.lock_wait.unwrap_or_default();
     let _interrupts = a.yes.then(install_interrupts).transpose()?;
     match labnode_rollback::drill(&ctx, a.yes).map_err(failure)? {
@@ -249,7 +254,12 @@ pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
 
 /// `labnode safe-switch`.
 pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
-    let mut ctx = context(a.node.config.path.as_ref(), a.node.profile, &a.label, a.out.dir)?;
+    let mut ctx = context(
+        a.node.config.path.as_ref(),
+        a.node.profile,
+        &a.label,
+        a.out.dir,
+    )?;
     ctx.lock_wait = a.node.lock_wait.unwrap_or_default();
     let _interrupts = install_interrupts()?;
     if a.recover {

@@ -25,7 +25,6 @@ use crate::cli::DemoArgs;
 use crate::config::Config;
 use crate::exit::Failure;
 
-
 /// What can be measured here, and why not where not.
 struct Preflight {
     /// `Err(why)` when the WireGuard tunnel cannot be built.
