@@ -8,6 +8,10 @@
 //! through iptables-nft both read that way. Rules that end a chain with an explicit drop
 //! instead of a policy are not interpreted. Tables of the legacy iptables (x_tables) are not
 //! visible here, so a host that has them and no drop policy in nf_tables is not judged.
+//!
+//! Hand-written (over [`crate::netlink`]) because the alternatives run or link what a
+//! collector should not: the `nftables` crate runs the `nft` binary, and libnftnl is a C
+//! library; one read of the chains is a single netlink dump.
 
 use std::path::Path;
 use std::time::Duration;

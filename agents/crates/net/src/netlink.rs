@@ -3,6 +3,10 @@
 //!
 //! Building and parsing are pure functions over bytes; [`Client`] only moves those bytes
 //! through the socket.
+//!
+//! Hand-written because labnode only reads, three message types in all: the netlink-packet
+//! crates model every message kind of every family, and their socket layer (netlink-proto,
+//! rtnetlink) is async, where the collectors poll on plain threads.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
