@@ -2,12 +2,14 @@
 //! section (`collectors.rollback`).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use labnode_core::config::{ConfigError, Deadline, Interval, Period, Schedule};
 use serde::Deserialize;
+
+pub use crate::gates::GateConfig;
+use crate::gates::{Check, KINDS};
 
 /// Default system profile.
 pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
@@ -103,108 +105,6 @@ pub enum Arm {
     Systemd,
     /// The marker alone: the next `labnode` start or the boot unit finishes the job.
     None,
-}
-
-/// One health gate: a name, its bounds, and exactly one check.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateConfig {
-    /// The gate's name in results and metrics (default: the check's kind).
-    pub name: Option<String>,
-    /// How long it may stay red after the switch settles (default `rollback.gate_timeout`).
-    pub timeout: Option<GateTimeout>,
-    /// How often it is checked (default `rollback.poll_interval`).
-    pub interval: Option<PollInterval>,
-    /// These systemd units are `active`.
-    pub systemd_active: Option<Vec<String>>,
-    /// No systemd unit is `failed` (except those ignored).
-    pub systemd_no_failed: Option<NoFailed>,
-    /// systemd's job queue is empty.
-    pub systemd_jobs_empty: Option<Empty>,
-    /// A TCP connection to this address succeeds.
-    pub tcp: Option<String>,
-    /// An HTTP GET answers 2xx.
-    pub http: Option<HttpGate>,
-    /// A Prometheus server's targets are up, scraped after the switch.
-    pub prometheus_targets: Option<PrometheusTargets>,
-    /// A WireGuard peer's handshake is young, read from labnode's net exporter.
-    pub wireguard: Option<WireguardGate>,
-    /// ZFS pools are ONLINE, read from labnode's zfs exporter.
-    pub zfs_pools: Option<ZfsPools>,
-    /// GPUs are visible through NVML.
-    pub gpu: Option<GpuGate>,
-    /// A command exits 0 (argv, no shell).
-    pub command: Option<Vec<String>>,
-}
-
-/// An empty mapping, `{}`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}
-
-/// `systemd_no_failed`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoFailed {
-    /// Units whose failure does not count.
-    #[serde(default)]
-    pub ignore: Vec<String>,
-}
-
-/// `http`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpGate {
-    /// `http://` URL to GET.
-    pub url: String,
-    /// Text the body must contain (e.g. the version the new generation serves).
-    pub body_contains: Option<String>,
-}
-
-/// `prometheus_targets`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusTargets {
-    /// The Prometheus server, e.g. `http://127.0.0.1:9090`.
-    pub url: String,
-    /// Only targets of these jobs (default: every active target).
-    #[serde(default)]
-    pub jobs: Vec<String>,
-}
-
-/// `wireguard`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireguardGate {
-    /// The `labnode serve --collector net` exporter's `/metrics` URL.
-    pub metrics: String,
-    /// The WireGuard interface, e.g. `wg0`.
-    pub interface: String,
-    /// Only this peer (public key); default every peer of the interface.
-    pub peer: Option<String>,
-    /// The oldest acceptable handshake (default 180s: WireGuard rekeys every 120 s).
-    pub max_age: Option<Period<1_000, 86_400_000>>,
-}
-
-/// `zfs_pools`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZfsPools {
-    /// The `labnode serve --collector zfs` exporter's `/metrics` URL.
-    pub metrics: String,
-    /// These pools (default: every pool the exporter reports, at least one).
-    #[serde(default)]
-    pub pools: Vec<String>,
-}
-
-/// `gpu`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GpuGate {
-    /// At least this many GPUs answer (default 1).
-    pub devices: Option<u32>,
-    /// The NVML library (default: as the gpu collector looks for it).
-    pub library: Option<PathBuf>,
 }
 
 /// The `collectors.rollback` section.
@@ -376,8 +276,9 @@ impl Config {
                     ..at_gate(
                         None,
                         format!(
-                            "gate {} must have exactly one check (systemd_active, systemd_no_failed, systemd_jobs_empty, tcp, http, prometheus_targets, wireguard, zfs_pools, gpu or command); it has {}",
+                            "gate {} must have exactly one check ({}); it has {}",
                             i + 1,
+                            kinds_in_words(),
                             if kinds.is_empty() {
                                 "none".to_owned()
                             } else {
@@ -409,7 +310,7 @@ impl Config {
                     )
                 });
             }
-            if let Some(e) = g.check_values() {
+            if let Some(Err(e)) = g.checks().first().map(Check::validate) {
                 return Err(ConfigError {
                     key: Some(format!("{key}.{gate_key}.{}", kinds[0])),
                     ..at_gate(Some(kinds[0]), format!("gate {name:?}: {e}"))
@@ -479,109 +380,19 @@ fn key_of(content: &str) -> Option<&str> {
     Some(k.trim().trim_matches(|c| c == '"' || c == '\''))
 }
 
+/// The gate kinds, `a, b or c`.
+fn kinds_in_words() -> String {
+    match KINDS.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 fn valid_gate_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-impl GateConfig {
-    /// The check keys that are set.
-    pub fn kinds(&self) -> Vec<&'static str> {
-        let mut k = Vec::new();
-        let mut add = |set: bool, name| {
-            if set {
-                k.push(name)
-            }
-        };
-        add(self.systemd_active.is_some(), "systemd_active");
-        add(self.systemd_no_failed.is_some(), "systemd_no_failed");
-        add(self.systemd_jobs_empty.is_some(), "systemd_jobs_empty");
-        add(self.tcp.is_some(), "tcp");
-        add(self.http.is_some(), "http");
-        add(self.prometheus_targets.is_some(), "prometheus_targets");
-        add(self.wireguard.is_some(), "wireguard");
-        add(self.zfs_pools.is_some(), "zfs_pools");
-        add(self.gpu.is_some(), "gpu");
-        add(self.command.is_some(), "command");
-        k
-    }
-
-    /// The gate's name: the configured one, or the check's kind.
-    pub fn name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| self.kinds().first().copied().unwrap_or("gate").to_owned())
-    }
-
-    /// Whether the gate talks to systemd.
-    pub fn needs_systemd(&self) -> bool {
-        self.systemd_active.is_some()
-            || self.systemd_no_failed.is_some()
-            || self.systemd_jobs_empty.is_some()
-    }
-
-    fn check_values(&self) -> Option<String> {
-        if let Some(u) = &self.systemd_active {
-            if u.is_empty() {
-                return Some("list at least one unit".into());
-            }
-            if let Some(bad) = u.iter().find(|u| !u.contains('.')) {
-                return Some(format!("{bad:?} is not a unit name (e.g. sshd.service)"));
-            }
-        }
-        if let Some(a) = &self.tcp {
-            if a.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-                && a.parse::<SocketAddr>().is_err()
-            {
-                return Some(format!("{a:?} is not HOST:PORT"));
-            }
-        }
-        let http_url = |u: &str| -> Option<String> {
-            if u.starts_with("http://") {
-                None
-            } else if u.starts_with("https://") {
-                Some(format!(
-                    "{u}: only http:// is supported (health endpoints on loopback; this build has no TLS)"
-                ))
-            } else {
-                Some(format!("{u:?} is not an http:// URL"))
-            }
-        };
-        if let Some(h) = &self.http {
-            if let Some(e) = http_url(&h.url) {
-                return Some(e);
-            }
-        }
-        if let Some(p) = &self.prometheus_targets {
-            if let Some(e) = http_url(&p.url) {
-                return Some(e);
-            }
-        }
-        if let Some(w) = &self.wireguard {
-            if let Some(e) = http_url(&w.metrics) {
-                return Some(e);
-            }
-        }
-        if let Some(z) = &self.zfs_pools {
-            if let Some(e) = http_url(&z.metrics) {
-                return Some(e);
-            }
-        }
-        if let Some(g) = &self.gpu {
-            if g.devices == Some(0) {
-                return Some("devices must be at least 1".into());
-            }
-        }
-        if let Some(c) = &self.command {
-            if c.is_empty() {
-                return Some("give the command as a list: [program, arg, ...]".into());
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]
