@@ -396,7 +396,8 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// A duration the way a person writes it: `250ms`, `5s`, `1m30s`.
+/// A duration the way a person writes it, to the millisecond: `250ms`, `5s`, `1.523s`,
+/// `1m 30s`. labnode's one duration formatter for messages and progress.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
@@ -404,7 +405,8 @@ pub fn fmt_duration(d: Duration) -> String {
     } else if ms % 1000 == 0 {
         humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
     } else {
-        format!("{:.1}s", d.as_secs_f64())
+        let s = format!("{:.3}", ms as f64 / 1000.0);
+        format!("{}s", s.trim_end_matches('0'))
     }
 }
 
@@ -585,5 +587,7 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(fmt_duration(Duration::from_secs(90)), "1m 30s");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_duration(Duration::from_millis(1523)), "1.523s");
+        assert_eq!(fmt_duration(Duration::from_millis(90_020)), "90.02s");
     }
 }

@@ -258,12 +258,17 @@ impl Config {
             }
         }
         let mut names = BTreeSet::new();
+        let positions = labnode_core::config::Positions::parse(text);
         for (i, g) in self.gates.iter().enumerate() {
             let gate_key = format!("gates[{i}]");
-            // Located at the gate's own line (its `sub` key's when given), else at `gates:`.
+            // Located at the gate's `sub` key when given, else at the gate, else at `gates:`.
             let at_gate = |sub: Option<&str>, msg: String| {
                 let mut err = at("gates", msg);
-                if let Some((line, column)) = locate_gate(text, key, i, sub) {
+                let item = format!("{key}.{gate_key}");
+                let found = sub
+                    .and_then(|k| positions.key(&format!("{item}.{k}")))
+                    .or_else(|| positions.key(&item));
+                if let Some((line, column)) = found {
                     err.line = Some(line);
                     err.column = Some(column);
                 }
@@ -319,65 +324,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Line and column (1-based) of gate `index` in the block-style `SECTION.gates` sequence of
-/// `text`: of its `sub` key when that is found in the gate, else of the gate itself. `None`
-/// for a flow-style list or a sequence not found.
-fn locate_gate(
-    text: &str,
-    section: &str,
-    index: usize,
-    sub: Option<&str>,
-) -> Option<(usize, usize)> {
-    let (gates_line, _) = labnode_core::config::locate_key(text, &format!("{section}.gates"))?;
-    let lines: Vec<&str> = text.lines().collect();
-    let indent_of = |l: &str| l.len() - l.trim_start().len();
-    let gates_indent = indent_of(lines.get(gates_line - 1)?);
-    let mut item_indent = None;
-    let mut seen = 0;
-    let mut found: Option<(usize, usize)> = None;
-    for (n, line) in lines.iter().enumerate().skip(gates_line) {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = indent_of(line);
-        let is_item = trimmed == "-" || trimmed.starts_with("- ");
-        if indent < gates_indent || (indent == gates_indent && !is_item) {
-            break;
-        }
-        let item_at = *item_indent.get_or_insert(indent);
-        if is_item && indent == item_at {
-            if found.is_some() {
-                break;
-            }
-            seen += 1;
-            if seen == index + 1 {
-                let content = trimmed[1..].trim_start();
-                let column = indent + 1 + (trimmed.len() - content.len());
-                found = Some((n + 1, column));
-                if sub.is_some_and(|k| key_of(content) == Some(k)) {
-                    return found;
-                }
-            }
-            continue;
-        }
-        if found.is_some() && indent > item_at {
-            if sub.is_some_and(|k| key_of(trimmed) == Some(k)) {
-                return Some((n + 1, indent + 1));
-            }
-        } else if indent <= item_at && found.is_some() {
-            break;
-        }
-    }
-    found
-}
-
-/// The mapping key a YAML line starts with, if any.
-fn key_of(content: &str) -> Option<&str> {
-    let (k, _) = content.split_once(':')?;
-    Some(k.trim().trim_matches(|c| c == '"' || c == '\''))
 }
 
 /// The gate kinds, `a, b or c`.

@@ -7,9 +7,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use labnode_core::progress::Progress;
 use labnode_core::snapshot;
 use labnode_rollback::gc::{GcPlan, gc};
-use labnode_rollback::progress::Progress;
 use labnode_rollback::record::{DrillRecord, SafeSwitchRecord, Switch};
 use labnode_rollback::signals::Interrupts;
 use labnode_rollback::{Context, Recovered, RunError};

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use labnode_core::progress::Progress;
 use labnode_netlab::Signals;
-use labnode_rollback::progress::Progress;
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]

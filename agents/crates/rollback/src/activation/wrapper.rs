@@ -77,6 +77,8 @@ impl Follow {
 /// exit status to STATUS (atomically) and exits with it. It ignores SIGINT and SIGHUP, and
 /// a stdout that fails (a restarted journal) only loses the copy, never the script.
 pub fn wrapper_main(log: &Path, status: &Path, argv: &[String]) -> i32 {
+    // Raw signal(2), not signal-hook: an ignored disposition is what the activation script
+    // inherits through exec, which no handler can give it.
     // SAFETY: ignoring signals has no preconditions; SIGPIPE is ignored so a lost stdout
     // is an error on write, not a death.
     unsafe {

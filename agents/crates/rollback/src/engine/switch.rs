@@ -9,9 +9,9 @@ use super::{Engine, Flip, Plan};
 use crate::activation;
 use crate::gates::{self, GatesResult};
 use crate::profile::ProfileError;
-use crate::progress::secs;
 use crate::record::{Phases, Switch};
 use crate::state::Marker;
+use labnode_core::hub::fmt_duration;
 
 impl Engine<'_> {
     fn flip(&self, flip: &Flip) -> Result<Option<Duration>, ProfileError> {
@@ -129,7 +129,7 @@ impl Engine<'_> {
             "{}: {what}: generation {} ({})",
             plan.direction,
             st.current,
-            secs(start.elapsed())
+            fmt_duration(start.elapsed())
         ));
         Ok(())
     }
@@ -184,7 +184,7 @@ impl Engine<'_> {
                 p.step(&format!(
                     "{}: switch-to-configuration {action} ({})",
                     sw.direction,
-                    secs(a.took)
+                    fmt_duration(a.took)
                 ));
                 Ok(())
             }
@@ -194,7 +194,7 @@ impl Engine<'_> {
                 p.step(&format!(
                     "{}: activation FAILED ({})",
                     sw.direction,
-                    secs(t0.elapsed())
+                    fmt_duration(t0.elapsed())
                 ));
                 Err(format!("activation failed: {e}"))
             }
@@ -229,7 +229,7 @@ impl Engine<'_> {
                     return Err(format!(
                         "units did not settle: {} jobs still queued after {} (first: {} {})",
                         j.len(),
-                        secs(cfg.settle_timeout()),
+                        fmt_duration(cfg.settle_timeout()),
                         j[0].job_type,
                         j[0].unit
                     ));
@@ -281,7 +281,7 @@ impl Engine<'_> {
                             "{}: gates {green}/{} green{red} {}",
                             plan.direction,
                             l.len(),
-                            secs(gates_start.elapsed())
+                            fmt_duration(gates_start.elapsed())
                         ));
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -306,7 +306,7 @@ impl Engine<'_> {
                 p.step(&format!(
                     "{}: every gate green; recovery {}",
                     plan.direction,
-                    secs(recovery)
+                    fmt_duration(recovery)
                 ));
             }
             None => {
@@ -314,7 +314,7 @@ impl Engine<'_> {
                 p.step(&format!(
                     "{}: gates RED ({})",
                     plan.direction,
-                    secs(gates_start.elapsed())
+                    fmt_duration(gates_start.elapsed())
                 ));
             }
         }
@@ -345,7 +345,7 @@ impl Engine<'_> {
                 p.step(&format!(
                     "{}: switch-to-configuration boot: the boot default ({})",
                     plan.direction,
-                    secs(a.took)
+                    fmt_duration(a.took)
                 ));
             }
             Err(err) => {
@@ -366,7 +366,7 @@ impl Engine<'_> {
                 p.step(&format!(
                     "{}: switch-to-configuration boot FAILED ({})",
                     plan.direction,
-                    secs(t0.elapsed())
+                    fmt_duration(t0.elapsed())
                 ));
             }
         }
