@@ -308,6 +308,11 @@ mod tests {
     use super::*;
     use Direction::*;
 
+    const FASTER: Wording = Wording::Factor {
+        better: "faster",
+        worse: "slower",
+    };
+
     fn p(v: f64) -> Point {
         Point { v, bound: None }
     }
@@ -353,87 +358,37 @@ mod tests {
 
     #[test]
     fn every_wording_and_direction() {
-        let faster = Wording::Factor {
-            better: "faster",
-            worse: "slower",
-        };
-        let d = Display::Duration;
-        assert_eq!(
-            change(d, LowerIsBetter, faster, p(26.0), p(4.2)),
-            (Verdict::Better, "6.2x faster".into())
-        );
-        assert_eq!(
-            change(d, LowerIsBetter, faster, p(4.0), p(10.0)),
-            (Verdict::Worse, "2.5x slower".into())
-        );
-        assert_eq!(
-            change(d, LowerIsBetter, faster, p(604_800.0), p(3600.0)),
-            (Verdict::Better, "168x faster".into())
-        );
-        assert_eq!(
-            change(d, LowerIsBetter, faster, p(10.0), p(9.5)),
-            (Verdict::Better, "5.3% faster".into())
-        );
-        assert_eq!(
-            change(d, LowerIsBetter, Wording::FromTo, p(604_800.0), p(3600.0)),
-            (Verdict::Better, "1 week → 1 h".into())
-        );
-        let br = Display::BitRate;
-        assert_eq!(
-            change(br, HigherIsBetter, Wording::Percent, p(800e6), p(952e6)),
-            (Verdict::Better, "+19%".into())
-        );
-        assert_eq!(
-            change(br, HigherIsBetter, Wording::Percent, p(100.0), p(88.0)),
-            (Verdict::Worse, "-12%".into())
-        );
-        assert_eq!(
-            change(br, HigherIsBetter, Wording::Percent, p(956.0), p(957.0)),
-            (Verdict::Unchanged, "unchanged".into())
-        );
-        assert_eq!(
-            change(
-                Display::Percent,
-                HigherIsBetter,
-                Wording::Points,
-                p(0.5),
-                p(0.95)
-            ),
-            (Verdict::Better, "+45 pp".into())
-        );
-        assert_eq!(
-            change(Display::Percent, Neutral, Wording::Points, p(0.3), p(0.25)),
-            (Verdict::Changed, "-5 pp".into())
-        );
-        assert_eq!(
-            change(
-                Display::YesNo,
-                HigherIsBetter,
-                Wording::State,
-                p(0.0),
-                p(1.0)
-            ),
-            (Verdict::Better, "no → yes".into())
-        );
-        // From zero a percentage means nothing: both values instead.
-        assert_eq!(
-            change(
-                Display::Count,
-                LowerIsBetter,
-                Wording::Percent,
-                p(0.0),
-                p(12.0)
-            ),
-            (Verdict::Worse, "0 → 12".into())
-        );
+        use Display::{BitRate, Count, Duration, Percent, YesNo};
+        use Verdict::{Better, Changed, Unchanged, Worse};
+        // One case a line: display, direction, wording, before, after, verdict, words.
+        #[rustfmt::skip]
+        let cases = [
+            (Duration, LowerIsBetter, FASTER, 26.0, 4.2, Better, "6.2x faster"),
+            (Duration, LowerIsBetter, FASTER, 4.0, 10.0, Worse, "2.5x slower"),
+            (Duration, LowerIsBetter, FASTER, 604_800.0, 3600.0, Better, "168x faster"),
+            (Duration, LowerIsBetter, FASTER, 10.0, 9.5, Better, "5.3% faster"),
+            (Duration, LowerIsBetter, Wording::FromTo, 604_800.0, 3600.0, Better, "1 week → 1 h"),
+            (BitRate, HigherIsBetter, Wording::Percent, 800e6, 952e6, Better, "+19%"),
+            (BitRate, HigherIsBetter, Wording::Percent, 100.0, 88.0, Worse, "-12%"),
+            (BitRate, HigherIsBetter, Wording::Percent, 956.0, 957.0, Unchanged, "unchanged"),
+            (Percent, HigherIsBetter, Wording::Points, 0.5, 0.95, Better, "+45 pp"),
+            (Percent, Neutral, Wording::Points, 0.3, 0.25, Changed, "-5 pp"),
+            (YesNo, HigherIsBetter, Wording::State, 0.0, 1.0, Better, "no → yes"),
+            // From zero a percentage means nothing: both values instead.
+            (Count, LowerIsBetter, Wording::Percent, 0.0, 12.0, Worse, "0 → 12"),
+        ];
+        for (display, direction, wording, a, b, verdict, text) in cases {
+            assert_eq!(
+                change(display, direction, wording, p(a), p(b)),
+                (verdict, text.into()),
+                "{display:?} {a} -> {b}"
+            );
+        }
     }
 
     #[test]
     fn operator_bounds() {
-        let faster = Wording::Factor {
-            better: "faster",
-            worse: "slower",
-        };
+        let faster = FASTER;
         let at_least_30min = Point {
             v: 1800.0,
             bound: Some(Bound::AtLeast),
