@@ -1,5 +1,5 @@
 //! The metric catalog's grammar: what a row of the report is, and how its measure reads
-//! series. The rows themselves, as data, are in one place, [`table`] ([`CATALOG`]).
+//! series. The rows themselves, as data, are in one place, `catalog/table.rs` ([`CATALOG`]).
 //!
 //! Each row names the series it reads (names and labels from the metric contract,
 //! `docs/metrics.md`), how one snapshot's series become one value, the unit and how it is

@@ -2,7 +2,7 @@
 //! notes under a group (operator sources, why cells are not measured).
 
 use crate::input::Source;
-use crate::report::{Cell, SideInfo};
+use crate::model::{Cell, SideInfo};
 use labnode_core::snapshot::RecordKind;
 
 /// What a record kind is called, for `n` of them.
@@ -98,7 +98,7 @@ pub struct Note {
 }
 
 /// The notes of a group's rows.
-pub fn notes(g: &crate::report::GroupOut) -> Vec<Note> {
+pub fn notes(g: &crate::model::GroupOut) -> Vec<Note> {
     let mut out: Vec<Note> = Vec::new();
     let mut missing: Vec<(String, &'static str, &'static str)> = Vec::new();
     for row in &g.rows {

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::catalog::Display;
 use crate::explain::{notes, observed, span, system_line};
 use crate::format::{self, Verdict};
-use crate::report::{Cell, GroupOut, Report, RowOut, SideInfo, Waterfall};
+use crate::model::{Cell, GroupOut, Report, RowOut, SideInfo, Waterfall};
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {

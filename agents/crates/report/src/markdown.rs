@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::explain::{notes, observed, span, system_line};
 use crate::format::{self, Verdict};
-use crate::report::{Cell, Report, SideInfo, Waterfall};
+use crate::model::{Cell, Report, SideInfo, Waterfall};
 
 /// Escapes text for a Markdown table cell.
 pub fn cell_text(s: &str) -> String {

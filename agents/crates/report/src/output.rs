@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::report::Report;
-use crate::{html, markdown};
+use crate::model::Report;
+use crate::{html, markdown, schema};
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +45,7 @@ pub fn render(format: Format, report: &Report) -> String {
     match format {
         Format::Md => markdown::render(report),
         Format::Html => html::render(report),
-        Format::Json => {
-            let mut s = serde_json::to_string_pretty(report)
-                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-            s.push('\n');
-            s
-        }
+        Format::Json => schema::json(report),
     }
 }
 
