@@ -388,30 +388,26 @@ mod tests {
 
     #[test]
     fn operator_bounds() {
-        let faster = FASTER;
         let at_least_30min = Point {
             v: 1800.0,
             bound: Some(Bound::AtLeast),
         };
-        assert_eq!(
+        let from_30min = |after| {
             change(
                 Display::Duration,
                 LowerIsBetter,
-                faster,
+                FASTER,
                 at_least_30min,
-                p(4.2)
-            ),
+                p(after),
+            )
+        };
+        assert_eq!(
+            from_30min(4.2),
             (Verdict::Better, "at least 429x faster".into())
         );
         // "30 min or more" before, 45 min after: could be better or worse.
         assert_eq!(
-            change(
-                Display::Duration,
-                LowerIsBetter,
-                faster,
-                at_least_30min,
-                p(2700.0)
-            ),
+            from_30min(2700.0),
             (Verdict::Undetermined, "≥ 30 min → 45 min".into())
         );
     }

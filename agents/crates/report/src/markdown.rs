@@ -6,6 +6,15 @@ use crate::explain::{notes, observed, span, system_line};
 use crate::format::{self, Verdict};
 use crate::model::{Cell, Report, SideInfo, Waterfall};
 
+/// Names as inline code, "`a`, `b`" (a backtick in a name becomes a quote).
+fn code_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{}`", n.replace('`', "'")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Escapes text for a Markdown table cell.
 pub fn cell_text(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -69,14 +78,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "{}\n", lines.join("\n>\n"));
     }
     let _ = writeln!(o, "| | Before | After |\n|:--|:--|:--|");
-    let hosts = |i: &SideInfo| {
-        i.host
-            .hosts
-            .iter()
-            .map(|h| format!("`{}`", h.replace('`', "'")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let hosts = |i: &SideInfo| code_list(&i.host.hosts);
     let _ = writeln!(
         o,
         "| **Host** | {} | {} |",
@@ -97,13 +99,7 @@ pub fn render(r: &Report) -> String {
         cell_text(&observed(&r.after)),
         span(&r.after)
     );
-    let src = |i: &SideInfo| {
-        i.sources
-            .iter()
-            .map(|s| format!("`{}`", s.replace('`', "'")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let src = |i: &SideInfo| code_list(&i.sources);
     let _ = writeln!(
         o,
         "| **Read from** | {} | {} |\n",
