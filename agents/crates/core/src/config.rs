@@ -166,6 +166,76 @@ pub trait Schedule {
     }
 }
 
+/// Declares a collector's section: a struct with `enabled`, `interval` and `deadline`
+/// first, then the section's own fields, deserialized with `deny_unknown_fields` (the keys
+/// stay plain fields, so errors are located as on any struct), and its [`Schedule`] impl
+/// from the two defaults plus any items given in `impl Schedule {}` (`check_relations`).
+/// The struct derives `Debug`, `Clone`, `Default` and `serde::Deserialize` (the caller
+/// depends on serde).
+///
+/// ```
+/// use std::time::Duration;
+/// use labnode_core::config::{Schedule, SectionError};
+///
+/// labnode_core::collector_config! {
+///     /// Configuration of the `demo` collector.
+///     pub struct Config {
+///         defaults: interval Duration::from_secs(15), deadline Duration::from_secs(5);
+///         /// How many.
+///         pub count: Option<u8>,
+///     }
+///     impl Schedule {
+///         fn check_relations(&self) -> Result<(), SectionError> {
+///             Ok(())
+///         }
+///     }
+/// }
+///
+/// let c = Config::default();
+/// assert!(c.enabled());
+/// assert_eq!((c.interval(), c.deadline()), (Duration::from_secs(15), Duration::from_secs(5)));
+/// ```
+#[macro_export]
+macro_rules! collector_config {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            defaults: interval $interval:expr, deadline $deadline:expr;
+            $($(#[$field_meta:meta])* $field_vis:vis $field:ident : $field_ty:ty),* $(,)?
+        }
+        $(impl Schedule { $($items:tt)* })?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, ::serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        $vis struct $name {
+            /// Whether the collector runs (default true).
+            pub enabled: ::core::option::Option<bool>,
+            /// Poll interval (default: the section's `Schedule::DEFAULT_INTERVAL`).
+            pub interval: ::core::option::Option<$crate::config::Interval>,
+            /// Deadline of one run (default: the section's `Schedule::DEFAULT_DEADLINE`,
+            /// shortened to the interval where that is shorter).
+            pub deadline: ::core::option::Option<$crate::config::Deadline>,
+            $($(#[$field_meta])* $field_vis $field: $field_ty,)*
+        }
+
+        impl $crate::config::Schedule for $name {
+            const DEFAULT_INTERVAL: ::std::time::Duration = $interval;
+            const DEFAULT_DEADLINE: ::std::time::Duration = $deadline;
+            fn schedule(
+                &self,
+            ) -> (
+                ::core::option::Option<bool>,
+                ::core::option::Option<$crate::config::Interval>,
+                ::core::option::Option<$crate::config::Deadline>,
+            ) {
+                (self.enabled, self.interval, self.deadline)
+            }
+            $($($items)*)?
+        }
+    };
+}
+
 /// A value of a collector section that does not fit the others: its key within the
 /// section (`deadline`, `window`) and why. The caller locates it in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +371,59 @@ mod tests {
 
     fn err(text: &str) -> ConfigError {
         parse::<Outer>(text, Path::new("cfg.yaml")).expect_err("should fail")
+    }
+
+    crate::collector_config! {
+        /// A section made by the macro, as the collectors make theirs.
+        struct Section {
+            defaults: interval Duration::from_secs(15), deadline Duration::from_secs(5);
+            /// A value of the section's own.
+            count: Option<u8>,
+        }
+        impl Schedule {
+            fn check_relations(&self) -> Result<(), SectionError> {
+                match self.count {
+                    Some(0) => Err(SectionError {
+                        key: "count",
+                        message: "zero".into(),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct WithSection {
+        collectors: Option<std::collections::BTreeMap<String, Section>>,
+    }
+
+    #[test]
+    fn macro_sections_keep_their_keys_and_checks() {
+        let e = parse::<WithSection>(
+            "collectors:\n  system:\n    interval: 5s\n    intreval: 5s\n",
+            Path::new("cfg.yaml"),
+        )
+        .expect_err("unknown key");
+        assert_eq!((e.line, e.column), (Some(4), Some(5)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("collectors.system.intreval"), "{e}");
+        assert!(e.message.starts_with("unknown field `intreval`, expected one of `enabled`, `interval`, `deadline`, `count`"), "{e}");
+        let s: Section = parse("interval: 1s\ncount: 3\n", Path::new("x")).expect("parses");
+        assert!(s.enabled());
+        assert_eq!(s.interval(), Duration::from_secs(1));
+        assert_eq!(
+            s.deadline(),
+            Duration::from_secs(1),
+            "the default, cut to the interval"
+        );
+        assert_eq!(s.check(), Ok(()));
+        let s: Section = parse("enabled: false\ndeadline: 20s\n", Path::new("x")).expect("parses");
+        assert!(!s.enabled());
+        assert_eq!(s.check().map_err(|e| e.key), Err("deadline"));
+        let s: Section = parse("count: 0\n", Path::new("x")).expect("parses");
+        assert_eq!(s.check().map_err(|e| e.key), Err("count"));
     }
 
     #[test]

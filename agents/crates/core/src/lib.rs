@@ -28,6 +28,6 @@ pub mod signals;
 pub mod snapshot;
 pub mod sys;
 
-pub use collector::{CollectError, Collector};
+pub use collector::{CollectError, Collector, Polled, Timing};
 pub use hub::Hub;
 pub use metrics::{Kind, Metrics, Unit};

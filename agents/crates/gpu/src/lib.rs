@@ -18,9 +18,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use labnode_core::config::{Deadline, Interval, Period, Schedule, SectionError};
+use labnode_core::config::{Period, SectionError};
 use labnode_core::hub::fmt_duration;
-use labnode_core::{CollectError, Collector, Metrics, Unit};
+use labnode_core::{CollectError, Metrics, Polled, Timing, Unit};
 use nvml_wrapper::enum_wrappers::device::{
     Clock, EccCounter, MemoryError, PcieUtilCounter, RetirementCause, Sampling, TemperatureSensor,
     TemperatureThreshold,
@@ -28,7 +28,6 @@ use nvml_wrapper::enum_wrappers::device::{
 use nvml_wrapper::enums::device::{SampleValue, UsedGpuMemory};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
-use serde::Deserialize;
 
 /// Where NVML is looked for when no library is configured: the loader's search path
 /// first, then the NixOS driver location.
@@ -37,46 +36,36 @@ pub const DEFAULT_LIBRARIES: [&str; 2] = [
     "/run/opengl-driver/lib/libnvidia-ml.so.1",
 ];
 
-/// Configuration of the `gpu` collector (the `collectors.gpu` section).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Whether the collector runs (default true).
-    pub enabled: Option<bool>,
-    /// Sampling interval (default 1s).
-    pub interval: Option<Interval>,
-    /// Deadline of one sampling run (default 1s).
-    pub deadline: Option<Deadline>,
-    /// NVML library to load instead of the default search.
-    pub library: Option<PathBuf>,
-    /// Window the first run samples over for its means (default 500ms); later runs
-    /// cover the time since the previous run.
-    pub window: Option<Period<50, 60_000>>,
-}
-
-impl Schedule for Config {
-    const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-    const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
-    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
-        (self.enabled, self.interval, self.deadline)
+labnode_core::collector_config! {
+    /// Configuration of the `gpu` collector (the `collectors.gpu` section): sampled every 1s by
+    /// default, each sampling run within 1s.
+    pub struct Config {
+        defaults: interval Duration::from_secs(1), deadline Duration::from_secs(1);
+        /// NVML library to load instead of the default search.
+        pub library: Option<PathBuf>,
+        /// Window the first run samples over for its means (default 500ms); later runs
+        /// cover the time since the previous run.
+        pub window: Option<Period<50, 60_000>>,
     }
-    /// The first run samples for the window, inside its deadline.
-    fn check_relations(&self) -> Result<(), SectionError> {
-        let window = self.window.map_or(Duration::from_millis(500), |w| w.get());
-        if window >= self.deadline() {
-            return Err(SectionError {
-                key: if self.window.is_some() {
-                    "window"
-                } else {
-                    "deadline"
-                },
-                message: format!(
-                    "the first run samples for the window ({window:?}), which must be shorter than the deadline ({:?})",
-                    self.deadline()
-                ),
-            });
+    impl Schedule {
+        /// The first run samples for the window, inside its deadline.
+        fn check_relations(&self) -> Result<(), SectionError> {
+            let window = self.window.map_or(Duration::from_millis(500), |w| w.get());
+            if window >= self.deadline() {
+                return Err(SectionError {
+                    key: if self.window.is_some() {
+                        "window"
+                    } else {
+                        "deadline"
+                    },
+                    message: format!(
+                        "the first run samples for the window ({window:?}), which must be shorter than the deadline ({:?})",
+                        self.deadline()
+                    ),
+                });
+            }
+            Ok(())
         }
-        Ok(())
     }
 }
 
@@ -145,8 +134,7 @@ struct State {
 #[derive(Debug)]
 pub struct GpuCollector {
     libraries: Vec<PathBuf>,
-    interval: Duration,
-    deadline: Duration,
+    timing: Timing,
     window: Duration,
     calls: AtomicU64,
     state: Mutex<State>,
@@ -209,8 +197,7 @@ impl GpuCollector {
         };
         GpuCollector {
             libraries,
-            interval: cfg.interval(),
-            deadline: cfg.deadline(),
+            timing: Timing::of(cfg),
             window: cfg.window.map_or(Duration::from_millis(500), Period::get),
             calls: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -720,17 +707,12 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-impl Collector for GpuCollector {
-    fn name(&self) -> &str {
-        "gpu"
+impl Polled for GpuCollector {
+    const NAME: &'static str = "gpu";
+    fn timing(&self) -> Timing {
+        self.timing
     }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn deadline(&self) -> Duration {
-        self.deadline
-    }
-    fn collect(&self) -> Result<Metrics, CollectError> {
+    fn poll(&self) -> Result<Metrics, CollectError> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let st = &mut *guard;
         if st.reinit_at.is_some_and(|t| Instant::now() >= t) {
@@ -877,6 +859,7 @@ impl GpuCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use labnode_core::Collector;
 
     #[test]
     fn missing_library_is_an_error_naming_it_and_backs_off() {

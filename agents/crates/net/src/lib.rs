@@ -21,44 +21,30 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use labnode_core::config::{Deadline, Interval, Schedule};
 use labnode_core::snapshot::{RecordIndex, Store};
-use labnode_core::{CollectError, Collector, Metrics, Unit};
-use serde::Deserialize;
+use labnode_core::{CollectError, Metrics, Polled, Timing, Unit};
 
 use crate::wireguard::{Device, netlink as wg_netlink, uapi};
 
 /// Where wireguard-go and other userspace implementations put their UAPI sockets.
 pub const DEFAULT_WIREGUARD_SOCKET_DIR: &str = "/var/run/wireguard";
 
-/// Configuration of the `net` collector (the `collectors.net` section).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Whether the collector runs (default true).
-    pub enabled: Option<bool>,
-    /// Poll interval (default 15s).
-    pub interval: Option<Interval>,
-    /// Deadline of one run (default 5s).
-    pub deadline: Option<Deadline>,
-    /// Interfaces to leave out: exact names, or prefixes ending in `*` (e.g. `veth*`).
-    #[serde(default)]
-    pub exclude_interfaces: Vec<String>,
-    /// Read kernel WireGuard devices over generic netlink (default true).
-    pub wireguard_netlink: Option<bool>,
-    /// Directory of userspace WireGuard UAPI sockets (default `/var/run/wireguard`).
-    pub wireguard_socket_dir: Option<PathBuf>,
-    /// procfs mount (default `/proc`).
-    pub proc_root: Option<PathBuf>,
-    /// sysfs mount (default `/sys`), to tell kernel WireGuard interfaces apart.
-    pub sys_root: Option<PathBuf>,
-}
-
-impl Schedule for Config {
-    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
-    const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
-    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
-        (self.enabled, self.interval, self.deadline)
+labnode_core::collector_config! {
+    /// Configuration of the `net` collector (the `collectors.net` section): polled every 15s
+    /// by default, each run within 5s.
+    pub struct Config {
+        defaults: interval Duration::from_secs(15), deadline Duration::from_secs(5);
+        /// Interfaces to leave out: exact names, or prefixes ending in `*` (e.g. `veth*`).
+        #[serde(default)]
+        pub exclude_interfaces: Vec<String>,
+        /// Read kernel WireGuard devices over generic netlink (default true).
+        pub wireguard_netlink: Option<bool>,
+        /// Directory of userspace WireGuard UAPI sockets (default `/var/run/wireguard`).
+        pub wireguard_socket_dir: Option<PathBuf>,
+        /// procfs mount (default `/proc`).
+        pub proc_root: Option<PathBuf>,
+        /// sysfs mount (default `/sys`), to tell kernel WireGuard interfaces apart.
+        pub sys_root: Option<PathBuf>,
     }
 }
 
@@ -86,8 +72,7 @@ pub enum NetError {
 /// The `net` collector.
 #[derive(Debug)]
 pub struct NetCollector {
-    interval: Duration,
-    deadline: Duration,
+    timing: Timing,
     proc_root: PathBuf,
     sys_root: PathBuf,
     socket_dir: PathBuf,
@@ -107,8 +92,7 @@ impl NetCollector {
     /// A collector with `cfg`, exporting bench results from the store at `snapshot_dir`.
     pub fn new(cfg: &Config, snapshot_dir: &Path) -> Self {
         NetCollector {
-            interval: cfg.interval(),
-            deadline: cfg.deadline(),
+            timing: Timing::of(cfg),
             proc_root: cfg.proc_root.clone().unwrap_or_else(|| "/proc".into()),
             sys_root: cfg.sys_root.clone().unwrap_or_else(|| "/sys".into()),
             socket_dir: cfg
@@ -285,7 +269,7 @@ impl NetCollector {
     /// the collector: where nf_tables cannot be read (no `CAP_NET_ADMIN`, no nf_tables) or
     /// cannot decide (legacy iptables tables), the series is absent.
     fn firewall(&self, m: &mut Metrics) {
-        let chains = match firewall::chains(self.deadline) {
+        let chains = match firewall::chains(self.timing.deadline) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("firewall not read: {e}");
@@ -318,7 +302,7 @@ impl NetCollector {
             })
             .collect();
         if self.netlink && !kernel.is_empty() {
-            match wg_netlink::Client::open(self.deadline).and_then(|mut c| {
+            match wg_netlink::Client::open(self.timing.deadline).and_then(|mut c| {
                 let fam = c.wireguard_family()?;
                 Ok((c, fam))
             }) {
@@ -355,7 +339,7 @@ impl NetCollector {
             if !here.iter().any(|h| h == name) || devices.iter().any(|d| d.name == name) {
                 continue;
             }
-            match uapi::get(&s, name, self.deadline) {
+            match uapi::get(&s, name, self.timing.deadline) {
                 Ok(d) => devices.push(d),
                 Err(e) => errors.push(e.to_string()),
             }
@@ -462,17 +446,12 @@ impl NetCollector {
     }
 }
 
-impl Collector for NetCollector {
-    fn name(&self) -> &str {
-        "net"
+impl Polled for NetCollector {
+    const NAME: &'static str = "net";
+    fn timing(&self) -> Timing {
+        self.timing
     }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn deadline(&self) -> Duration {
-        self.deadline
-    }
-    fn collect(&self) -> Result<Metrics, CollectError> {
+    fn poll(&self) -> Result<Metrics, CollectError> {
         let mut m = Metrics::new();
         self.congestion(&mut m)?;
         let here = self.interfaces(&mut m)?;
@@ -494,6 +473,7 @@ impl Collector for NetCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use labnode_core::Collector;
 
     fn fake_proc(dir: &Path) {
         let w = |rel: &str, text: &str| {

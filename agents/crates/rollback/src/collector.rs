@@ -5,11 +5,9 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use labnode_core::config::Schedule;
 use labnode_core::snapshot::{RecordIndex, Store};
-use labnode_core::{CollectError, Collector, Metrics, Unit};
+use labnode_core::{CollectError, Metrics, Polled, Timing, Unit};
 
 use crate::config::{CollectorConfig, Config};
 use crate::profile::{self, ProfileError};
@@ -19,8 +17,7 @@ use crate::state::StateDir;
 /// The `rollback` collector.
 #[derive(Debug)]
 pub struct RollbackCollector {
-    interval: Duration,
-    deadline: Duration,
+    timing: Timing,
     profile: PathBuf,
     booted: PathBuf,
     state: StateDir,
@@ -32,8 +29,7 @@ impl RollbackCollector {
     pub fn new(cfg: &CollectorConfig, rollback: &Config, snapshots: PathBuf) -> Self {
         let store = Store::new(snapshots);
         RollbackCollector {
-            interval: cfg.interval(),
-            deadline: cfg.deadline(),
+            timing: Timing::of(cfg),
             profile: rollback.profile(),
             booted: rollback.booted_system(),
             state: StateDir::new(rollback.state_dir()),
@@ -93,17 +89,12 @@ impl RollbackCollector {
     }
 }
 
-impl Collector for RollbackCollector {
-    fn name(&self) -> &str {
-        "rollback"
+impl Polled for RollbackCollector {
+    const NAME: &'static str = "rollback";
+    fn timing(&self) -> Timing {
+        self.timing
     }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn deadline(&self) -> Duration {
-        self.deadline
-    }
-    fn collect(&self) -> Result<Metrics, CollectError> {
+    fn poll(&self) -> Result<Metrics, CollectError> {
         let mut m = Metrics::new();
         self.profile_facts(&mut m)?;
         m.gauge(

@@ -11,41 +11,28 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use labnode_core::config::{Deadline, Interval, Period, Schedule};
+use labnode_core::config::Period;
 use labnode_core::host::{self, HostPaths};
-use labnode_core::{CollectError, Collector, Metrics, Unit};
-use serde::Deserialize;
+use labnode_core::{CollectError, Metrics, Polled, Timing, Unit};
 
-/// Configuration of the `system` collector (the `collectors.system` section).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Whether the collector runs (default true).
-    pub enabled: Option<bool>,
-    /// Poll interval (default 15s).
-    pub interval: Option<Interval>,
-    /// Deadline of one run (default 5s).
-    pub deadline: Option<Deadline>,
-    /// Window over which the first CPU utilization is measured (default 250ms); later
-    /// runs use the time since the previous run.
-    pub cpu_window: Option<Period<10, 10_000>>,
-    /// procfs mount (default `/proc`).
-    pub proc_root: Option<PathBuf>,
-    /// Configuration directory with `os-release` (default `/etc`).
-    pub etc_root: Option<PathBuf>,
-    /// The running NixOS system (default `/run/current-system`).
-    pub current_system: Option<PathBuf>,
-    /// The booted NixOS system (default `/run/booted-system`).
-    pub booted_system: Option<PathBuf>,
-    /// The NixOS system profile (default `/nix/var/nix/profiles/system`).
-    pub system_profile: Option<PathBuf>,
-}
-
-impl Schedule for Config {
-    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
-    const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
-    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
-        (self.enabled, self.interval, self.deadline)
+labnode_core::collector_config! {
+    /// Configuration of the `system` collector (the `collectors.system` section): polled every
+    /// 15s by default, each run within 5s.
+    pub struct Config {
+        defaults: interval Duration::from_secs(15), deadline Duration::from_secs(5);
+        /// Window over which the first CPU utilization is measured (default 250ms); later
+        /// runs use the time since the previous run.
+        pub cpu_window: Option<Period<10, 10_000>>,
+        /// procfs mount (default `/proc`).
+        pub proc_root: Option<PathBuf>,
+        /// Configuration directory with `os-release` (default `/etc`).
+        pub etc_root: Option<PathBuf>,
+        /// The running NixOS system (default `/run/current-system`).
+        pub current_system: Option<PathBuf>,
+        /// The booted NixOS system (default `/run/booted-system`).
+        pub booted_system: Option<PathBuf>,
+        /// The NixOS system profile (default `/nix/var/nix/profiles/system`).
+        pub system_profile: Option<PathBuf>,
     }
 }
 
@@ -174,8 +161,7 @@ pub fn utilization(prev: &CpuTimes, now: &CpuTimes) -> Option<[f64; 8]> {
 #[derive(Debug)]
 pub struct SystemCollector {
     paths: HostPaths,
-    interval: Duration,
-    deadline: Duration,
+    timing: Timing,
     first_window: Duration,
     ticks_per_second: f64,
     previous: Mutex<Option<(CpuTimes, Instant)>>,
@@ -188,8 +174,7 @@ impl SystemCollector {
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         SystemCollector {
             paths: cfg.paths(),
-            interval: cfg.interval(),
-            deadline: cfg.deadline(),
+            timing: Timing::of(cfg),
             first_window: cfg
                 .cpu_window
                 .map_or(Duration::from_millis(250), Period::get),
@@ -419,17 +404,12 @@ impl From<[u64; 8]> for CpuTimes {
     }
 }
 
-impl Collector for SystemCollector {
-    fn name(&self) -> &str {
-        "system"
+impl Polled for SystemCollector {
+    const NAME: &'static str = "system";
+    fn timing(&self) -> Timing {
+        self.timing
     }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn deadline(&self) -> Duration {
-        self.deadline
-    }
-    fn collect(&self) -> Result<Metrics, CollectError> {
+    fn poll(&self) -> Result<Metrics, CollectError> {
         let mut m = Metrics::new();
         let stat = self.collect_cpu(&mut m)?;
         self.collect_memory(&mut m)?;
@@ -449,6 +429,7 @@ pub fn proc_root(cfg: &Config) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use labnode_core::Collector;
 
     const STAT: &str = "cpu  100 5 50 800 10 1 2 0 0 0\ncpu0 50 2 25 400 5 1 1 0 0 0\ncpu1 50 3 25 400 5 0 1 0 0 0\nintr 1\nbtime 1700000000\n";
 

@@ -26,49 +26,38 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use labnode_core::config::{Deadline, Interval, Period, Schedule, SectionError};
+use labnode_core::config::{Interval, Period, Schedule, SectionError};
 use labnode_core::snapshot::{RecordIndex, Store};
-use labnode_core::{CollectError, Collector, Metrics};
-use serde::Deserialize;
+use labnode_core::{CollectError, Metrics, Polled, Timing};
 
 /// Where the ARC kstats are by default.
 pub const DEFAULT_KSTAT_DIR: &str = "/proc/spl/kstat/zfs";
 
-/// Configuration of the `zfs` collector (the `collectors.zfs` section).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Whether the collector runs (default true).
-    pub enabled: Option<bool>,
-    /// Poll interval for pools, datasets and the ARC (default 15s).
-    pub interval: Option<Interval>,
-    /// Deadline of one run (default 10s). A snapshot enumeration runs in the background
-    /// and is waited for until half of it has passed.
-    pub deadline: Option<Deadline>,
-    /// How often snapshots are enumerated (default 5m; at least the interval).
-    pub snapshot_interval: Option<Interval>,
-    /// Where the ARC kstats are (default /proc/spl/kstat/zfs).
-    pub kstat_dir: Option<PathBuf>,
-}
-
-impl Schedule for Config {
-    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
-    const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
-    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
-        (self.enabled, self.interval, self.deadline)
+labnode_core::collector_config! {
+    /// Configuration of the `zfs` collector (the `collectors.zfs` section): pools, datasets and
+    /// the ARC are polled every 15s by default, each run within 10s. A snapshot enumeration
+    /// runs in the background and is waited for until half of the deadline has passed.
+    pub struct Config {
+        defaults: interval Duration::from_secs(15), deadline Duration::from_secs(10);
+        /// How often snapshots are enumerated (default 5m; at least the interval).
+        pub snapshot_interval: Option<Interval>,
+        /// Where the ARC kstats are (default /proc/spl/kstat/zfs).
+        pub kstat_dir: Option<PathBuf>,
     }
-    /// Snapshots are enumerated at most once per run.
-    fn check_relations(&self) -> Result<(), SectionError> {
-        if self
-            .snapshot_interval
-            .is_some_and(|s| s.get() < self.interval())
-        {
-            return Err(SectionError {
-                key: "snapshot_interval",
-                message: "snapshots are enumerated at most once per run: snapshot_interval must not be shorter than interval".into(),
-            });
+    impl Schedule {
+        /// Snapshots are enumerated at most once per run.
+        fn check_relations(&self) -> Result<(), SectionError> {
+            if self
+                .snapshot_interval
+                .is_some_and(|s| s.get() < self.interval())
+            {
+                return Err(SectionError {
+                    key: "snapshot_interval",
+                    message: "snapshots are enumerated at most once per run: snapshot_interval must not be shorter than interval".into(),
+                });
+            }
+            Ok(())
         }
-        Ok(())
     }
 }
 
@@ -96,8 +85,7 @@ struct State {
 #[derive(Debug)]
 #[cfg_attr(not(feature = "libzfs"), allow(dead_code))]
 pub struct ZfsCollector {
-    interval: Duration,
-    deadline: Duration,
+    timing: Timing,
     kstat_dir: PathBuf,
     state: Mutex<State>,
 }
@@ -110,8 +98,7 @@ impl ZfsCollector {
     /// store in `snapshot_dir`.
     pub fn new(cfg: &Config, snapshot_dir: Option<PathBuf>) -> Self {
         ZfsCollector {
-            interval: cfg.interval(),
-            deadline: cfg.deadline(),
+            timing: Timing::of(cfg),
             kstat_dir: cfg
                 .kstat_dir
                 .clone()
@@ -183,7 +170,7 @@ impl ZfsCollector {
             let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
             enums.start(move || enumerate(names));
         }
-        enums.poll(run_started + self.deadline / 2);
+        enums.poll(run_started + self.timing.deadline / 2);
         enums.export(m);
         if let Some(last) = enums.last() {
             export::snapshots(m, &last.summaries, &datasets, unix_now());
@@ -226,17 +213,12 @@ fn enumerate(datasets: Vec<String>) -> enumeration::Outcome {
     Ok(summaries)
 }
 
-impl Collector for ZfsCollector {
-    fn name(&self) -> &str {
-        "zfs"
+impl Polled for ZfsCollector {
+    const NAME: &'static str = "zfs";
+    fn timing(&self) -> Timing {
+        self.timing
     }
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-    fn deadline(&self) -> Duration {
-        self.deadline
-    }
-    fn collect(&self) -> Result<Metrics, CollectError> {
+    fn poll(&self) -> Result<Metrics, CollectError> {
         let started = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut m = Metrics::new();
@@ -253,6 +235,7 @@ impl Collector for ZfsCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use labnode_core::Collector;
 
     #[test]
     fn config_defaults_and_snapshot_interval_floor() {
