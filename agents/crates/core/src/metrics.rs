@@ -154,6 +154,22 @@ impl Metrics {
         self.families.iter().map(|f| f.series.len()).sum()
     }
 
+    /// The value of the first series of the family `name` whose labels include every one of
+    /// `labels` (any series matches `&[]`), or `None`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.families
+            .iter()
+            .find(|f| f.name == name)?
+            .series
+            .iter()
+            .find(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+            })
+            .map(|s| s.value)
+    }
+
     /// Drops families that ended up with no series.
     pub fn prune_empty(&mut self) {
         self.families.retain(|f| !f.series.is_empty());
@@ -318,6 +334,22 @@ mod tests {
         );
         assert!(out.contains("# TYPE labnode_test_events_total counter\n"));
         assert!(out.contains("labnode_test_events_total 3\n"), "{out}");
+    }
+
+    #[test]
+    fn value_finds_the_first_series_with_the_labels() {
+        let mut m = Metrics::new();
+        m.gauge("labnode_test_ratio", "Test.", Unit::Ratio)
+            .push(&[("a", "1"), ("b", "x")], 0.25)
+            .push(&[("a", "2"), ("b", "x")], 0.5);
+        assert_eq!(m.value("labnode_test_ratio", &[]), Some(0.25));
+        assert_eq!(m.value("labnode_test_ratio", &[("a", "2")]), Some(0.5));
+        assert_eq!(
+            m.value("labnode_test_ratio", &[("b", "x"), ("a", "2")]),
+            Some(0.5)
+        );
+        assert_eq!(m.value("labnode_test_ratio", &[("a", "3")]), None);
+        assert_eq!(m.value("labnode_test_other", &[]), None);
     }
 
     #[test]

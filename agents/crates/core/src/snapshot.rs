@@ -207,10 +207,7 @@ pub enum SnapshotError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    crate::sys::io_error_at(path, |path, source| SnapshotError::Io { path, source })
 }
 
 /// Checks a snapshot label.

@@ -1,10 +1,20 @@
-//! Small system helpers every crate needs once: the wall clock as Unix seconds and a
-//! non-blocking exclusive `flock(2)`.
+//! Small system helpers every crate needs once: the wall clock as Unix seconds, a
+//! non-blocking exclusive `flock(2)` and the `map_err` of an I/O call on a path.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `map_err` of an I/O call on `path`: `make(path, error)`, usually an error type's
+/// `Io { path, source }` variant.
+pub fn io_error_at<E>(
+    path: &Path,
+    make: fn(PathBuf, io::Error) -> E,
+) -> impl FnOnce(io::Error) -> E + use<'_, E> {
+    move |source| make(path.to_owned(), source)
+}
 
 /// `t` as seconds since the Unix epoch (0 before it).
 pub fn unix_seconds(t: SystemTime) -> f64 {

@@ -485,125 +485,33 @@ impl GpuCollector {
             ],
             1.0,
         );
-        let mut g = |name: &str, help: &str, unit: Unit, v: Option<f64>| {
+        // One value per row of GAUGES, in its order (the type checks the count).
+        let values: [Option<f64>; GAUGES.len()] = [
+            util.map(ratio),
+            mem_util.map(ratio),
+            memory.as_ref().map(|mi| mi.used as f64),
+            memory.as_ref().map(|mi| mi.total as f64),
+            temp.map(f64::from),
+            slowdown.map(f64::from),
+            shutdown.map(f64::from),
+            mean_power,
+            limit_w,
+            fan.map(|f| ratio(f64::from(f))),
+            sm_clock.map(|c| f64::from(c) * 1e6),
+            mem_clock.map(|c| f64::from(c) * 1e6),
+            tx.map(|k| f64::from(k) * 1024.0),
+            rx.map(|k| f64::from(k) * 1024.0),
+            link_gen.map(f64::from),
+            link_width.map(f64::from),
+            pstate.map(|p| f64::from(p.as_c())),
+            procs.as_ref().map(|p| p.len() as f64),
+            procs_memory,
+        ];
+        for ((name, help, unit), v) in GAUGES.into_iter().zip(values) {
             if let Some(v) = v {
                 m.gauge(name, help, unit).push(&labels, v);
             }
-        };
-        g(
-            "labnode_gpu_utilization_ratio",
-            "Share of time a kernel ran on the GPU, mean over the window.",
-            Unit::Ratio,
-            util.map(ratio),
-        );
-        g(
-            "labnode_gpu_memory_utilization_ratio",
-            "Share of time device memory was read or written, mean over the window.",
-            Unit::Ratio,
-            mem_util.map(ratio),
-        );
-        g(
-            "labnode_gpu_memory_used_bytes",
-            "Device memory in use.",
-            Unit::Bytes,
-            memory.as_ref().map(|mi| mi.used as f64),
-        );
-        g(
-            "labnode_gpu_memory_total_bytes",
-            "Device memory installed.",
-            Unit::Bytes,
-            memory.as_ref().map(|mi| mi.total as f64),
-        );
-        g(
-            "labnode_gpu_temperature_celsius",
-            "GPU core temperature.",
-            Unit::Celsius,
-            temp.map(f64::from),
-        );
-        g(
-            "labnode_gpu_slowdown_temperature_celsius",
-            "Temperature at which the GPU slows itself down.",
-            Unit::Celsius,
-            slowdown.map(f64::from),
-        );
-        g(
-            "labnode_gpu_shutdown_temperature_celsius",
-            "Temperature at which the GPU shuts down.",
-            Unit::Celsius,
-            shutdown.map(f64::from),
-        );
-        g(
-            "labnode_gpu_power_watts",
-            "Power draw, mean over the window.",
-            Unit::Watts,
-            mean_power,
-        );
-        g(
-            "labnode_gpu_power_limit_watts",
-            "Enforced power limit.",
-            Unit::Watts,
-            limit_w,
-        );
-        g(
-            "labnode_gpu_fan_speed_ratio",
-            "Fan speed as a share of its maximum.",
-            Unit::Ratio,
-            fan.map(|f| ratio(f64::from(f))),
-        );
-        g(
-            "labnode_gpu_sm_clock_hertz",
-            "Streaming multiprocessor clock.",
-            Unit::Hertz,
-            sm_clock.map(|c| f64::from(c) * 1e6),
-        );
-        g(
-            "labnode_gpu_memory_clock_hertz",
-            "Memory clock.",
-            Unit::Hertz,
-            mem_clock.map(|c| f64::from(c) * 1e6),
-        );
-        g(
-            "labnode_gpu_pcie_tx_bytes_per_second",
-            "PCIe transmit throughput.",
-            Unit::BytesPerSecond,
-            tx.map(|k| f64::from(k) * 1024.0),
-        );
-        g(
-            "labnode_gpu_pcie_rx_bytes_per_second",
-            "PCIe receive throughput.",
-            Unit::BytesPerSecond,
-            rx.map(|k| f64::from(k) * 1024.0),
-        );
-        g(
-            "labnode_gpu_pcie_link_generation",
-            "Current PCIe link generation.",
-            Unit::Count,
-            link_gen.map(f64::from),
-        );
-        g(
-            "labnode_gpu_pcie_link_width",
-            "Current PCIe link width (lanes).",
-            Unit::Count,
-            link_width.map(f64::from),
-        );
-        g(
-            "labnode_gpu_performance_state",
-            "Performance state: 0 is the highest, 15 the lowest.",
-            Unit::Count,
-            pstate.map(|p| f64::from(p.as_c())),
-        );
-        g(
-            "labnode_gpu_compute_processes",
-            "Processes with a compute context on the GPU.",
-            Unit::Count,
-            procs.as_ref().map(|p| p.len() as f64),
-        );
-        g(
-            "labnode_gpu_compute_processes_memory_bytes",
-            "Device memory used by compute processes, summed; absent when NVML cannot give any one process's usage.",
-            Unit::Bytes,
-            procs_memory,
-        );
+        }
         if let Some(e) = energy {
             m.counter(
                 "labnode_gpu_energy_joules_total",
@@ -658,6 +566,106 @@ impl GpuCollector {
         r
     }
 }
+
+/// The per-GPU gauges that are absent where NVML has no value: name, help and unit, in
+/// the order of the values `Reader::export` gives them.
+const GAUGES: [(&str, &str, Unit); 19] = [
+    (
+        "labnode_gpu_utilization_ratio",
+        "Share of time a kernel ran on the GPU, mean over the window.",
+        Unit::Ratio,
+    ),
+    (
+        "labnode_gpu_memory_utilization_ratio",
+        "Share of time device memory was read or written, mean over the window.",
+        Unit::Ratio,
+    ),
+    (
+        "labnode_gpu_memory_used_bytes",
+        "Device memory in use.",
+        Unit::Bytes,
+    ),
+    (
+        "labnode_gpu_memory_total_bytes",
+        "Device memory installed.",
+        Unit::Bytes,
+    ),
+    (
+        "labnode_gpu_temperature_celsius",
+        "GPU core temperature.",
+        Unit::Celsius,
+    ),
+    (
+        "labnode_gpu_slowdown_temperature_celsius",
+        "Temperature at which the GPU slows itself down.",
+        Unit::Celsius,
+    ),
+    (
+        "labnode_gpu_shutdown_temperature_celsius",
+        "Temperature at which the GPU shuts down.",
+        Unit::Celsius,
+    ),
+    (
+        "labnode_gpu_power_watts",
+        "Power draw, mean over the window.",
+        Unit::Watts,
+    ),
+    (
+        "labnode_gpu_power_limit_watts",
+        "Enforced power limit.",
+        Unit::Watts,
+    ),
+    (
+        "labnode_gpu_fan_speed_ratio",
+        "Fan speed as a share of its maximum.",
+        Unit::Ratio,
+    ),
+    (
+        "labnode_gpu_sm_clock_hertz",
+        "Streaming multiprocessor clock.",
+        Unit::Hertz,
+    ),
+    (
+        "labnode_gpu_memory_clock_hertz",
+        "Memory clock.",
+        Unit::Hertz,
+    ),
+    (
+        "labnode_gpu_pcie_tx_bytes_per_second",
+        "PCIe transmit throughput.",
+        Unit::BytesPerSecond,
+    ),
+    (
+        "labnode_gpu_pcie_rx_bytes_per_second",
+        "PCIe receive throughput.",
+        Unit::BytesPerSecond,
+    ),
+    (
+        "labnode_gpu_pcie_link_generation",
+        "Current PCIe link generation.",
+        Unit::Count,
+    ),
+    (
+        "labnode_gpu_pcie_link_width",
+        "Current PCIe link width (lanes).",
+        Unit::Count,
+    ),
+    (
+        "labnode_gpu_performance_state",
+        "Performance state: 0 is the highest, 15 the lowest.",
+        Unit::Count,
+    ),
+    (
+        "labnode_gpu_compute_processes",
+        "Processes with a compute context on the GPU.",
+        Unit::Count,
+    ),
+    (
+        "labnode_gpu_compute_processes_memory_bytes",
+        "Device memory used by compute processes, summed; absent when NVML cannot give any one process's usage.",
+        Unit::Bytes,
+    ),
+];
 
 fn sample_value(v: &SampleValue) -> f64 {
     match *v {

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use labnode_core::snapshot::{RecordIndex, Store};
-use labnode_core::{CollectError, Metrics, Polled, Timing, Unit};
+use labnode_core::{CollectError, Kind, Metrics, Polled, Timing, Unit};
 
 use crate::wireguard::{Device, netlink as wg_netlink, uapi};
 
@@ -157,30 +157,35 @@ impl NetCollector {
             let i: &[(&str, &str)] = &[("interface", name)];
             let rx = [("interface", name.as_str()), ("direction", "receive")];
             let tx = [("interface", name.as_str()), ("direction", "transmit")];
-            m.counter(
-                "labnode_net_interface_receive_bytes_total",
-                "Bytes the interface received.",
-                Unit::Bytes,
-            )
-            .push(i, c.rx_bytes as f64);
-            m.counter(
-                "labnode_net_interface_transmit_bytes_total",
-                "Bytes the interface sent.",
-                Unit::Bytes,
-            )
-            .push(i, c.tx_bytes as f64);
-            m.counter(
-                "labnode_net_interface_receive_packets_total",
-                "Packets the interface received.",
-                Unit::Count,
-            )
-            .push(i, c.rx_packets as f64);
-            m.counter(
-                "labnode_net_interface_transmit_packets_total",
-                "Packets the interface sent.",
-                Unit::Count,
-            )
-            .push(i, c.tx_packets as f64);
+            let counters = [
+                (
+                    "labnode_net_interface_receive_bytes_total",
+                    "Bytes the interface received.",
+                    Unit::Bytes,
+                    c.rx_bytes,
+                ),
+                (
+                    "labnode_net_interface_transmit_bytes_total",
+                    "Bytes the interface sent.",
+                    Unit::Bytes,
+                    c.tx_bytes,
+                ),
+                (
+                    "labnode_net_interface_receive_packets_total",
+                    "Packets the interface received.",
+                    Unit::Count,
+                    c.rx_packets,
+                ),
+                (
+                    "labnode_net_interface_transmit_packets_total",
+                    "Packets the interface sent.",
+                    Unit::Count,
+                    c.tx_packets,
+                ),
+            ];
+            for (name, help, unit, v) in counters {
+                m.counter(name, help, unit).push(i, v as f64);
+            }
             m.counter(
                 "labnode_net_interface_errors_total",
                 "Interface errors, by direction (receive, transmit); sum them for the total.",
@@ -382,24 +387,32 @@ impl NetCollector {
                     )
                     .push(l, age.as_secs_f64());
                 }
-                m.counter(
-                    "labnode_net_wireguard_peer_receive_bytes_total",
-                    "Bytes received from the peer.",
-                    Unit::Bytes,
-                )
-                .push(l, p.rx_bytes as f64);
-                m.counter(
-                    "labnode_net_wireguard_peer_transmit_bytes_total",
-                    "Bytes sent to the peer.",
-                    Unit::Bytes,
-                )
-                .push(l, p.tx_bytes as f64);
-                m.gauge(
-                    "labnode_net_wireguard_peer_allowed_ips",
-                    "Allowed-IP ranges routed to the peer.",
-                    Unit::Count,
-                )
-                .push(l, p.allowed_ips as f64);
+                let values = [
+                    (
+                        "labnode_net_wireguard_peer_receive_bytes_total",
+                        "Bytes received from the peer.",
+                        Kind::Counter,
+                        Unit::Bytes,
+                        p.rx_bytes as f64,
+                    ),
+                    (
+                        "labnode_net_wireguard_peer_transmit_bytes_total",
+                        "Bytes sent to the peer.",
+                        Kind::Counter,
+                        Unit::Bytes,
+                        p.tx_bytes as f64,
+                    ),
+                    (
+                        "labnode_net_wireguard_peer_allowed_ips",
+                        "Allowed-IP ranges routed to the peer.",
+                        Kind::Gauge,
+                        Unit::Count,
+                        p.allowed_ips as f64,
+                    ),
+                ];
+                for (name, help, kind, unit, v) in values {
+                    m.family(name, help, kind, unit).push(l, v);
+                }
                 if let Some(e) = p.endpoint {
                     let e = e.to_string();
                     m.gauge(
@@ -513,15 +526,7 @@ mod tests {
     }
 
     fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let f = m.families().iter().find(|f| f.name == name)?;
-        f.series
-            .iter()
-            .find(|s| {
-                labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
-            })
-            .map(|s| s.value)
+        m.value(name, labels)
     }
 
     #[test]

@@ -55,6 +55,12 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
     move |source| LabError::Io { what, source }
 }
 
+/// Gives `dev` in the namespace `netns` the address `address/24`.
+fn add_address(netns: &str, address: Ipv4Addr, dev: &str) -> Result<(), LabError> {
+    let cidr = format!("{address}/24");
+    run(&["ip", "-n", netns, "addr", "add", &cidr, "dev", dev]).map(drop)
+}
+
 /// Runs a command, failing with its stderr.
 pub fn run(args: &[&str]) -> Result<String, LabError> {
     let line = args.join(" ");
@@ -328,16 +334,7 @@ impl Lab {
             }
         }
         for e in [&a, &b] {
-            run(&[
-                "ip",
-                "-n",
-                &e.netns,
-                "addr",
-                "add",
-                &format!("{}/24", e.address),
-                "dev",
-                &e.interface,
-            ])?;
+            add_address(&e.netns, e.address, &e.interface)?;
             run(&["ip", "-n", &e.netns, "link", "set", &e.interface, "up"])?;
             if let Some(rate) = spec.rate_bits {
                 let (burst, limit) = tbf_args(rate, spec.queue);
@@ -435,16 +432,7 @@ impl Lab {
             let _ = std::fs::remove_file(&key_file);
             set?;
             if let Some(x) = e.wireguard_address {
-                run(&[
-                    "ip",
-                    "-n",
-                    &e.netns,
-                    "addr",
-                    "add",
-                    &format!("{x}/24"),
-                    "dev",
-                    wg,
-                ])?;
+                add_address(&e.netns, x, wg)?;
             }
             run(&["ip", "-n", &e.netns, "link", "set", wg, "up"])?;
         }

@@ -50,10 +50,7 @@ pub enum StateError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    labnode_core::sys::io_error_at(path, |path, source| StateError::Io { path, source })
 }
 
 /// Seconds since the epoch.

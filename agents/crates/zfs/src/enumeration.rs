@@ -196,12 +196,7 @@ mod tests {
     }
 
     fn value(m: &Metrics, name: &str) -> Option<f64> {
-        m.families()
-            .iter()
-            .find(|f| f.name == name)?
-            .series
-            .first()
-            .map(|s| s.value)
+        m.value(name, &[])
     }
 
     #[test]

@@ -56,51 +56,48 @@ pub fn pools(m: &mut Metrics, pools: &[PoolInfo]) {
             &POOL_STATES,
             &p.health,
         );
-        let bytes = [
+        let gauges = [
             (
                 "labnode_zfs_pool_size_bytes",
                 "Pool size (zpool get size).",
-                p.size,
+                Unit::Bytes,
+                p.size.map(|v| v as f64),
             ),
             (
                 "labnode_zfs_pool_allocated_bytes",
                 "Space allocated in the pool (zpool get allocated).",
-                p.allocated,
+                Unit::Bytes,
+                p.allocated.map(|v| v as f64),
             ),
             (
                 "labnode_zfs_pool_free_bytes",
                 "Free space in the pool (zpool get free).",
-                p.free,
+                Unit::Bytes,
+                p.free.map(|v| v as f64),
             ),
-        ];
-        for (name, help, v) in bytes {
-            if let Some(v) = v {
-                m.gauge(name, help, Unit::Bytes).push(&pool, v as f64);
-            }
-        }
-        if let Some(c) = p.capacity_percent {
-            m.gauge(
+            (
                 "labnode_zfs_pool_capacity_ratio",
                 "Share of the pool allocated (zpool get capacity, which ZFS rounds down to a percent).",
                 Unit::Ratio,
-            )
-            .push(&pool, c as f64 / 100.0);
-        }
-        if let Some(f) = p.fragmentation_percent {
-            m.gauge(
+                p.capacity_percent.map(|c| c as f64 / 100.0),
+            ),
+            (
                 "labnode_zfs_pool_fragmentation_ratio",
                 "Free-space fragmentation of the pool (zpool get fragmentation; absent where ZFS prints -).",
                 Unit::Ratio,
-            )
-            .push(&pool, f as f64 / 100.0);
-        }
-        if let Some(e) = p.data_errors {
-            m.gauge(
+                p.fragmentation_percent.map(|f| f as f64 / 100.0),
+            ),
+            (
                 "labnode_zfs_pool_data_errors",
                 "Files or objects with permanent data errors (the list zpool status -v prints).",
                 Unit::Count,
-            )
-            .push(&pool, e as f64);
+                p.data_errors.map(|e| e as f64),
+            ),
+        ];
+        for (name, help, unit, v) in gauges {
+            if let Some(v) = v {
+                m.gauge(name, help, unit).push(&pool, v);
+            }
         }
         if let Some(s) = &p.scan {
             m.gauge(
@@ -280,17 +277,7 @@ mod tests {
     use crate::model::{DatasetKind, ScanInfo, VdevInfo};
 
     fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        m.families()
-            .iter()
-            .find(|f| f.name == name)?
-            .series
-            .iter()
-            .find(|s| {
-                labels
-                    .iter()
-                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
-            })
-            .map(|s| s.value)
+        m.value(name, labels)
     }
 
     fn pool(health: &str) -> PoolInfo {
