@@ -1,11 +1,42 @@
 //! Small system helpers every crate needs once: the wall clock as Unix seconds, a
-//! non-blocking exclusive `flock(2)` and the `map_err` of an I/O call on a path.
+//! non-blocking exclusive `flock(2)`, the `map_err` of an I/O call on a path and the error
+//! of reading a state file (procfs, sysfs).
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why a file of the system's state (procfs, sysfs) gave nothing: it could not be read, or
+/// it did not have the expected content.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A file did not have the expected content.
+    #[error("{path}: {what}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was missing or malformed.
+        what: String,
+    },
+}
+
+/// Reads `path` whole, as text.
+pub fn read_file(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
 
 /// The `map_err` of an I/O call on `path`: `make(path, error)`, usually an error type's
 /// `Io { path, source }` variant.

@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use labnode_core::snapshot::{RecordIndex, Store};
+use labnode_core::sys::{FileError, read_file as read};
 use labnode_core::{CollectError, Kind, Metrics, Polled, Timing, Unit};
 
 use crate::wireguard::{Device, netlink as wg_netlink, uapi};
@@ -48,26 +49,8 @@ labnode_core::collector_config! {
     }
 }
 
-/// Why a collection failed.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A file did not have the expected content.
-    #[error("{path}: {what}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong.
-        what: String,
-    },
-}
+/// Why a collection failed: a procfs or sysfs file could not be read or parsed.
+pub type NetError = FileError;
 
 /// The `net` collector.
 #[derive(Debug)]
@@ -79,13 +62,6 @@ pub struct NetCollector {
     netlink: bool,
     exclude: Vec<String>,
     records: Mutex<RecordIndex>,
-}
-
-fn read(path: &Path) -> Result<String, NetError> {
-    std::fs::read_to_string(path).map_err(|source| NetError::Read {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 impl NetCollector {
@@ -186,20 +162,23 @@ impl NetCollector {
             for (name, help, unit, v) in counters {
                 m.counter(name, help, unit).push(i, v as f64);
             }
-            m.counter(
-                "labnode_net_interface_errors_total",
-                "Interface errors, by direction (receive, transmit); sum them for the total.",
-                Unit::Count,
-            )
-            .push(&rx, c.rx_errors as f64)
-            .push(&tx, c.tx_errors as f64);
-            m.counter(
-                "labnode_net_interface_drops_total",
-                "Packets the interface dropped, by direction (receive, transmit); sum them for the total.",
-                Unit::Count,
-            )
-            .push(&rx, c.rx_drops as f64)
-            .push(&tx, c.tx_drops as f64);
+            let by_direction = [
+                (
+                    "labnode_net_interface_errors_total",
+                    "Interface errors, by direction (receive, transmit); sum them for the total.",
+                    (c.rx_errors, c.tx_errors),
+                ),
+                (
+                    "labnode_net_interface_drops_total",
+                    "Packets the interface dropped, by direction (receive, transmit); sum them for the total.",
+                    (c.rx_drops, c.tx_drops),
+                ),
+            ];
+            for (name, help, (r, t)) in by_direction {
+                m.counter(name, help, Unit::Count)
+                    .push(&rx, r as f64)
+                    .push(&tx, t as f64);
+            }
         }
         Ok(names)
     }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use labnode_core::config::Period;
 use labnode_core::host::{self, HostPaths};
+use labnode_core::sys::{FileError, read_file};
 use labnode_core::{CollectError, Metrics, Polled, Timing, Unit};
 
 labnode_core::collector_config! {
@@ -50,26 +51,8 @@ impl Config {
     }
 }
 
-/// What can go wrong reading the system's state.
-#[derive(Debug, thiserror::Error)]
-pub enum SystemError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A file did not have the expected content.
-    #[error("{path}: {what}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What was missing or malformed.
-        what: String,
-    },
-}
+/// What can go wrong reading the system's state: a procfs file could not be read or parsed.
+pub type SystemError = FileError;
 
 /// CPU time per mode, summed over all CPUs, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -184,8 +167,7 @@ impl SystemCollector {
     }
 
     fn read(&self, rel: &str) -> Result<String, SystemError> {
-        let path = self.paths.proc.join(rel);
-        std::fs::read_to_string(&path).map_err(|source| SystemError::Read { path, source })
+        read_file(&self.paths.proc.join(rel))
     }
 
     fn stat(&self) -> Result<Stat, SystemError> {

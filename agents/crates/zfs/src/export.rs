@@ -127,27 +127,32 @@ pub fn pools(m: &mut Metrics, pools: &[PoolInfo]) {
                 )
                 .push(&pool, (s.issued as f64 / s.to_examine as f64).min(1.0));
             }
-            if s.function == "scrub" && s.state == "finished" {
-                m.gauge(
+            let ends = [
+                (
+                    "scrub",
                     "labnode_zfs_pool_scrub_end_timestamp_seconds",
                     "When the last scrub finished (absent if the last scan was not a finished scrub).",
-                    Unit::Timestamp,
-                )
-                .push(&pool, s.end_time as f64);
-                m.gauge(
-                    "labnode_zfs_pool_scrub_errors",
-                    "Errors the last finished scrub found.",
-                    Unit::Count,
-                )
-                .push(&pool, s.errors as f64);
-            }
-            if s.function == "resilver" && s.state == "finished" {
-                m.gauge(
+                ),
+                (
+                    "resilver",
                     "labnode_zfs_pool_resilver_end_timestamp_seconds",
                     "When the last resilver finished (absent if the last scan was not a finished resilver).",
-                    Unit::Timestamp,
-                )
-                .push(&pool, s.end_time as f64);
+                ),
+            ];
+            for (function, name, help) in ends {
+                if s.function != function || s.state != "finished" {
+                    continue;
+                }
+                m.gauge(name, help, Unit::Timestamp)
+                    .push(&pool, s.end_time as f64);
+                if function == "scrub" {
+                    m.gauge(
+                        "labnode_zfs_pool_scrub_errors",
+                        "Errors the last finished scrub found.",
+                        Unit::Count,
+                    )
+                    .push(&pool, s.errors as f64);
+                }
             }
         }
         for v in &p.vdevs {
