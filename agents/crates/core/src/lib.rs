@@ -18,6 +18,7 @@
 
 pub mod collector;
 pub mod config;
+mod files;
 pub mod host;
 pub mod http;
 pub mod hub;

@@ -1,16 +1,14 @@
 //! Snapshots: one JSON document per `labnode collect`, written atomically, never rewritten.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::files::write_new_file;
 use crate::host::HostFacts;
 use crate::hub::RunResult;
 use crate::metrics::{Kind, Metrics, Unit};
@@ -521,116 +519,6 @@ fn is_snapshot_name(p: &Path) -> bool {
             .is_some_and(|n| n.as_bytes().starts_with(b"."))
 }
 
-/// Creates `dir/name` holding `bytes`, durably, failing with `AlreadyExists` if it exists.
-///
-/// Uses an unnamed `O_TMPFILE` inode that is linked into place only once complete; where
-/// the file system lacks `O_TMPFILE`, a hidden temporary file renamed with
-/// `RENAME_NOREPLACE`. Either way the directory is fsynced afterwards.
-pub fn write_new_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let dir_file = File::open(dir)?;
-    if !write_unnamed_then_link(dir, &dir_file, name, bytes)? {
-        write_hidden_then_rename(dir, &dir_file, name, bytes)?;
-    }
-    dir_file.sync_all()
-}
-
-/// The `O_TMPFILE` way; `Ok(false)` when this file system or this host cannot do it.
-fn write_unnamed_then_link(
-    dir: &Path,
-    dir_file: &File,
-    name: &str,
-    bytes: &[u8],
-) -> io::Result<bool> {
-    let target = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    let unnamed = OpenOptions::new()
-        .write(true)
-        .mode(0o644)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir);
-    let mut f = match unnamed {
-        Ok(f) => f,
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-            ) =>
-        {
-            return Ok(false);
-        }
-        Err(e) => return Err(e),
-    };
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    let src = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))
-        .map_err(io::Error::other)?;
-    // SAFETY: both paths are valid NUL-terminated strings and the fds are open.
-    let rc = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            dir_file.as_raw_fd(),
-            target.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::AlreadyExists {
-        return Err(e);
-    }
-    Ok(false) // no /proc to link through
-}
-
-/// The portable way: a hidden temporary file, renamed without replacing.
-fn write_hidden_then_rename(
-    dir: &Path,
-    dir_file: &File,
-    name: &str,
-    bytes: &[u8],
-) -> io::Result<()> {
-    let target = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    let tmp_name = format!(".{name}.{}.tmp", std::process::id());
-    let tmp = dir.join(&tmp_name);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        let tmp_c = std::ffi::CString::new(tmp_name.as_str()).map_err(io::Error::other)?;
-        // The raw system call: older musl has no renameat2 wrapper.
-        // SAFETY: valid NUL-terminated names relative to an open directory fd.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_renameat2,
-                dir_file.as_raw_fd(),
-                tmp_c.as_ptr(),
-                dir_file.as_raw_fd(),
-                target.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(e);
-        }
-        // No RENAME_NOREPLACE on this file system: link (fails if present) and unlink.
-        std::fs::hard_link(&tmp, dir.join(name))?;
-        std::fs::remove_file(&tmp)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,58 +644,6 @@ mod tests {
         std::fs::write(&p, "{\"schema_version\": 9}").expect("write");
         let e = Snapshot::read(&p).expect_err("newer").to_string();
         assert!(e.contains("schema version 9"), "{e}");
-    }
-
-    #[test]
-    fn existing_name_is_reported_not_replaced() {
-        let t = tempfile::tempdir().expect("tempdir");
-        write_new_file(t.path(), "a.json", b"first").expect("first");
-        let e = write_new_file(t.path(), "a.json", b"second").expect_err("exists");
-        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(
-            std::fs::read(t.path().join("a.json")).expect("read"),
-            b"first"
-        );
-        // No temporary files are left behind.
-        assert_eq!(std::fs::read_dir(t.path()).expect("ls").count(), 1);
-    }
-
-    #[test]
-    fn both_ways_write_whole_files_and_never_replace() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let d = File::open(t.path()).expect("open dir");
-        // Not every file system under TMPDIR has O_TMPFILE (a build sandbox's may not): then
-        // the unnamed way says so and the file is written the portable way.
-        let tmpfile = write_unnamed_then_link(t.path(), &d, "u.json", b"unnamed").expect("tmpfile");
-        if !tmpfile {
-            eprintln!(
-                "no O_TMPFILE under {}: the portable way only",
-                t.path().display()
-            );
-            write_hidden_then_rename(t.path(), &d, "u.json", b"unnamed").expect("rename");
-        }
-        write_hidden_then_rename(t.path(), &d, "r.json", b"renamed").expect("rename");
-        let e = write_hidden_then_rename(t.path(), &d, "u.json", b"x").expect_err("exists");
-        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        if tmpfile {
-            let e = write_unnamed_then_link(t.path(), &d, "r.json", b"x").expect_err("exists");
-            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
-        }
-        assert_eq!(
-            std::fs::read(t.path().join("u.json")).expect("read"),
-            b"unnamed"
-        );
-        assert_eq!(
-            std::fs::read(t.path().join("r.json")).expect("read"),
-            b"renamed"
-        );
-        let mut names: Vec<_> = std::fs::read_dir(t.path())
-            .expect("ls")
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["r.json", "u.json"]);
     }
 
     #[test]
