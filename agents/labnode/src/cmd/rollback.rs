@@ -14,7 +14,7 @@ use labnode_rollback::record::{DrillRecord, SafeSwitchRecord, Switch};
 use labnode_rollback::signals::Interrupts;
 use labnode_rollback::{Context, Recovered, RunError};
 
-use crate::cli::{DrillRollbackArgs, GcArgs, SafeSwitchArgs};
+use crate::cli::{DrillRollbackArgs, GcArgs, NodeArgs, SafeSwitchArgs};
 use crate::config::Config;
 use crate::exit::Failure;
 
@@ -25,12 +25,15 @@ macro_rules! out {
     }};
 }
 
+/// The run's context from the flags every node-changing command shares; `--lock-wait`
+/// defaults to `default_wait`.
 fn context(
-    config: Option<&PathBuf>,
-    profile: Option<PathBuf>,
+    node: NodeArgs,
     label: &str,
     out: Option<PathBuf>,
+    default_wait: Duration,
 ) -> Result<Context, Failure> {
+    let (config, profile) = (node.config.path.as_ref(), node.profile);
     snapshot::check_label(label).map_err(|e| Failure::usage(format!("--label: {e}")))?;
     let cfg: Config = crate::cmd::config::load_config(config)?;
     let mut rb = cfg.rollback.clone().unwrap_or_default();
@@ -48,7 +51,7 @@ fn context(
         host_paths,
         progress: Progress::detect(),
         interrupted: labnode_rollback::signals::pending,
-        lock_wait: Duration::ZERO,
+        lock_wait: node.lock_wait.unwrap_or(default_wait),
     })
 }
 
@@ -221,13 +224,7 @@ fn install_interrupts() -> Result<Interrupts, Failure> {
 
 /// `labnode drill rollback`.
 pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
-    let mut ctx = context(
-        a.node.config.path.as_ref(),
-        a.node.profile,
-        &a.label,
-        a.out.dir,
-    )?;
-    ctx.lock_wait = a.node.lock_wait.unwrap_or_default();
+    let ctx = context(a.node, &a.label, a.out.dir, Duration::ZERO)?;
     let _interrupts = a.yes.then(install_interrupts).transpose()?;
     match labnode_rollback::drill(&ctx, a.yes).map_err(failure)? {
         labnode_rollback::DrillOutcome::Planned(plan) => {
@@ -254,13 +251,7 @@ pub fn drill(a: DrillRollbackArgs) -> Result<(), Failure> {
 
 /// `labnode safe-switch`.
 pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
-    let mut ctx = context(
-        a.node.config.path.as_ref(),
-        a.node.profile,
-        &a.label,
-        a.out.dir,
-    )?;
-    ctx.lock_wait = a.node.lock_wait.unwrap_or_default();
+    let mut ctx = context(a.node, &a.label, a.out.dir, Duration::ZERO)?;
     let _interrupts = install_interrupts()?;
     if a.recover {
         if a.guard.is_some() {
@@ -317,8 +308,7 @@ pub fn safe_switch(a: SafeSwitchArgs) -> Result<(), Failure> {
 
 /// `labnode gc`.
 pub fn run_gc(a: GcArgs) -> Result<(), Failure> {
-    let mut ctx = context(a.node.config.path.as_ref(), a.node.profile, "gc", None)?;
-    ctx.lock_wait = a.node.lock_wait.unwrap_or(Duration::from_secs(6 * 3600));
+    let ctx = context(a.node, "gc", None, Duration::from_secs(6 * 3600))?;
     let plan = GcPlan {
         keep: a.keep_generations,
         older_than: a.delete_older_than,
