@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use labnode_core::config::{ConfigError, Deadline, Interval, Period, Schedule};
+use labnode_core::config::{ConfigError, Period};
 use serde::Deserialize;
 
 pub use crate::gates::GateConfig;
@@ -107,23 +107,10 @@ pub enum Arm {
     None,
 }
 
-/// The `collectors.rollback` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CollectorConfig {
-    /// Whether the collector runs (default true).
-    pub enabled: Option<bool>,
-    /// How often (default 15s).
-    pub interval: Option<Interval>,
-    /// Deadline of one run (default 5s).
-    pub deadline: Option<Deadline>,
-}
-
-impl Schedule for CollectorConfig {
-    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
-    const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
-    fn schedule(&self) -> (Option<bool>, Option<Interval>, Option<Deadline>) {
-        (self.enabled, self.interval, self.deadline)
+labnode_core::collector_config! {
+    /// The `collectors.rollback` section.
+    pub struct CollectorConfig {
+        defaults: interval Duration::from_secs(15), deadline Duration::from_secs(5);
     }
 }
 
