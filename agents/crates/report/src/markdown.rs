@@ -314,7 +314,7 @@ pub fn claims_document() -> String {
          Rows without a claim are measured because the claim needs them (a rollback's\n\
          success rate needs the drills that fail). Claims about parts labnode does not run\n\
          (Cilium, vector databases, LLM serving, WebAssembly) are not in the report.\n\n\
-         Generated from the report's catalog (`agents/crates/report/src/catalog.rs`); the\n\
+         Generated from the report's catalog (`agents/crates/report/src/catalog/table.rs`); the\n\
          test `claims_document` fails when this file is stale\n\
          (`LABNODE_BLESS=1 cargo test -p labnode-report --test claims` rewrites it).\n",
     );
