@@ -180,10 +180,8 @@ mod tests {
     fn defaults_bind_loopback() {
         let cfg = check("").expect("empty config is valid");
         assert!(cfg.listen().ip().is_loopback());
-        assert_eq!(
-            cfg.enabled(),
-            vec!["system", "gpu", "zfs", "net", "rollback"]
-        );
+        // Every registered collector runs unless its section says otherwise.
+        assert_eq!(cfg.enabled(), crate::collectors::names());
     }
 
     #[test]
@@ -224,8 +222,11 @@ mod tests {
 
     #[test]
     fn disabled_and_unknown_collectors() {
-        let cfg = check("collectors:\n  system:\n    enabled: false\n  gpu:\n    enabled: false\n  zfs:\n    enabled: false\n  net:\n    enabled: false\n  rollback:\n    enabled: false\n")
-            .expect("valid");
+        let all_off: String = crate::collectors::names()
+            .iter()
+            .map(|n| format!("  {n}:\n    enabled: false\n"))
+            .collect();
+        let cfg = check(&format!("collectors:\n{all_off}")).expect("valid");
         assert!(cfg.enabled().is_empty());
         assert!(cfg.build(&["gpux".into()]).is_err());
         assert_eq!(cfg.build(&["system".into()]).map(|v| v.len()), Ok(1));

@@ -591,7 +591,12 @@ mod tests {
         );
         // Only the protected dataset's age counts.
         assert_eq!(eval("rpo", &any(), &o), Some(Val::Num(600.0)));
-        assert_eq!(eval("collectors_up", &any(), &o), Some(Val::Num(2.0 / 5.0)));
+        // system and zfs are up, of every collector the registry has ("other" is not one).
+        let expected = crate::catalog::COLLECTORS.len() as f64;
+        assert_eq!(
+            eval("collectors_up", &any(), &o),
+            Some(Val::Num(2.0 / expected))
+        );
         // The net collector ran and saw no peer: 0, not "not measured".
         assert_eq!(eval("wireguard_up", &any(), &o), Some(Val::Num(0.0)));
         assert_eq!(eval("nixos", &any(), &o), Some(Val::Num(0.0)));
