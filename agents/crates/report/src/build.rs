@@ -1,12 +1,13 @@
 //! Turning both sides and the operator's values into the [`Report`]: the rows by group,
 //! the counts, each side's provenance, the rollback waterfall and the gate.
 
-use crate::catalog::{CATALOG, Display, ROLLBACK_DIRECTIONS, ROLLBACK_PHASES};
+use crate::catalog::{CATALOG, Display, ROLLBACK_DIRECTIONS, ROLLBACK_PHASES, Row};
 use crate::eval::{Context, Which};
-use crate::format::Verdict;
+use crate::format::{self, Verdict};
 use crate::input::{Observation, Side};
 use crate::model::{
-    Cell, Counts, Gate, GroupOut, Phase, Regression, Report, RowOut, SideInfo, Waterfall,
+    Cell, Change, Counts, Gate, GroupOut, Passed, Phase, Regression, Report, RowOut, SideInfo,
+    Waterfall,
 };
 use crate::operator::Operator;
 use crate::rows::{build_row, quantile};
@@ -41,6 +42,7 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
     }
     let mut counts = Counts::default();
     let mut regressions = Vec::new();
+    let mut passed = Vec::new();
     let ctx = [Context::of(before), Context::of(after)];
     let groups = CATALOG
         .iter()
@@ -55,17 +57,7 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
                     let out = build_row(r, [before, after], &ctx, operator, opts, &mut warnings);
                     count(&mut counts, &out);
                     if let (Some(gate), Some(c)) = (opts.gate, &out.change) {
-                        // A lost yes (a yes/no row getting worse) is a regression at
-                        // any threshold: the gate must not let a lost property through.
-                        let lost_yes = r.display == Display::YesNo && c.verdict == Verdict::Worse;
-                        if lost_yes || c.worse_by.is_some_and(|w| w > gate) {
-                            regressions.push(Regression {
-                                row: r.id,
-                                title: r.title,
-                                worse_by: c.worse_by.filter(|w| w.is_finite()),
-                                text: c.text.clone(),
-                            });
-                        }
+                        gate_row(r, c, gate, &mut regressions, &mut passed);
                     }
                     out
                 })
@@ -88,9 +80,67 @@ pub fn build(before: &Side, after: &Side, operator: &Operator, opts: &Options) -
         gate: opts.gate.map(|threshold| Gate {
             threshold,
             regressions,
+            passed,
         }),
         warnings,
     }
+}
+
+/// The gate's reading of one row, by the same rule as its verdict: a row fails when it is
+/// worse beyond the noise by more than the threshold; a lost yes (a yes/no row getting
+/// worse) fails at any threshold, since the gate must not let a lost property through.
+/// A row whose central values got worse and that passes says why.
+fn gate_row(
+    r: &'static Row,
+    c: &Change,
+    gate: f64,
+    regressions: &mut Vec<Regression>,
+    passed: &mut Vec<Passed>,
+) {
+    let lost_yes = r.display == Display::YesNo && c.verdict == Verdict::Worse;
+    let by = |w: f64| {
+        if w.is_finite() {
+            format!("{} worse", format::percent(w))
+        } else {
+            "worse from 0".to_owned()
+        }
+    };
+    let beyond = c.noise.as_ref().map_or("", |n| n.why.as_str());
+    if lost_yes {
+        regressions.push(Regression {
+            row: r.id,
+            title: r.title,
+            worse_by: None,
+            text: c.text.clone(),
+            why: "a yes/no row lost its yes: a regression at any threshold".into(),
+        });
+        return;
+    }
+    let Some(w) = c.worse_by else { return };
+    if c.verdict == Verdict::Worse && w > gate {
+        regressions.push(Regression {
+            row: r.id,
+            title: r.title,
+            worse_by: Some(w).filter(|w| w.is_finite()),
+            text: c.text.clone(),
+            why: format!(
+                "{}, over the {} threshold, and {beyond}",
+                by(w),
+                format::percent(gate)
+            ),
+        });
+        return;
+    }
+    let why = match c.verdict {
+        Verdict::Worse => format!("{}, within the {} threshold", by(w), format::percent(gate)),
+        _ => format!("{}, but {beyond}", by(w)),
+    };
+    passed.push(Passed {
+        row: r.id,
+        title: r.title,
+        text: c.text.clone(),
+        why,
+    });
 }
 
 fn count(c: &mut Counts, r: &RowOut) {
@@ -110,6 +160,8 @@ fn count(c: &mut Counts, r: &RowOut) {
             Verdict::Unchanged => c.unchanged += 1,
             Verdict::Changed => c.changed += 1,
             Verdict::Undetermined => c.undetermined += 1,
+            Verdict::WithinNoise => c.within_noise += 1,
+            Verdict::NotJudged => c.not_judged += 1,
         }
     }
 }

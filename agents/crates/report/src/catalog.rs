@@ -52,6 +52,54 @@ pub struct Row {
     pub zero_when: Option<&'static str>,
     /// The original claim for this row, shown beside ours with `--claims`.
     pub claimed: Option<Claim>,
+    /// The smallest change the row calls better or worse, however clear of the noise.
+    pub min_effect: MinEffect,
+}
+
+/// The smallest change a row judges: below it a change is "within noise" even when the
+/// runs are far apart (a 1% throughput gain is not worth a word on a shared link).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum MinEffect {
+    /// A fraction of the before value (0.05 is 5%).
+    Relative(f64),
+    /// Percentage points, for shares (1.0 is 1 pp).
+    Points(f64),
+}
+
+impl MinEffect {
+    /// The default for a row worded so: 1 pp for shares, 5% for everything else.
+    pub const fn for_wording(w: Wording) -> Self {
+        match w {
+            Wording::Points => MinEffect::Points(1.0),
+            _ => MinEffect::Relative(0.05),
+        }
+    }
+
+    /// The size of the change from `x` to `y` in this effect's terms (a fraction, or
+    /// points); infinite from 0 for a relative effect.
+    pub fn size(self, x: f64, y: f64) -> f64 {
+        match self {
+            MinEffect::Relative(_) if x == 0.0 => f64::INFINITY,
+            MinEffect::Relative(_) => (y - x).abs() / x.abs(),
+            MinEffect::Points(_) => (y - x).abs() * 100.0,
+        }
+    }
+
+    /// The threshold itself.
+    pub fn threshold(self) -> f64 {
+        match self {
+            MinEffect::Relative(t) | MinEffect::Points(t) => t,
+        }
+    }
+
+    /// "5%" or "1 pp".
+    pub fn text(self) -> String {
+        match self {
+            MinEffect::Relative(t) => crate::format::percent(t),
+            MinEffect::Points(p) => format!("{} pp", crate::format::sig(p, 3)),
+        }
+    }
 }
 
 /// What the original claims table claimed.
@@ -319,6 +367,7 @@ const fn row(
         event: None,
         zero_when: None,
         claimed: None,
+        min_effect: MinEffect::for_wording(wording),
     }
 }
 
@@ -354,6 +403,10 @@ impl Row {
     }
     const fn mode(mut self) -> Self {
         self.summary = Summary::Mode;
+        self
+    }
+    const fn min_effect(mut self, e: MinEffect) -> Self {
+        self.min_effect = e;
         self
     }
     const fn zero_when(mut self, metric: &'static str) -> Self {

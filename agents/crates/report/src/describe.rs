@@ -1,7 +1,9 @@
 //! A row in words: how its value comes about (the metric expression) and why a cell has
 //! no value (what would measure it).
 
-use crate::catalog::{self, Agg, Aspect, Direction, Match, Measure, Row, Sel, Summary, Test};
+use crate::catalog::{
+    self, Agg, Aspect, Direction, Display, Match, Measure, Row, Sel, Summary, Test,
+};
 use crate::eval::{Context, Which};
 use crate::input::{Side, Source};
 use labnode_core::snapshot::RecordKind;
@@ -299,6 +301,12 @@ pub(crate) fn how(row: &Row) -> String {
             Direction::Neutral => " Shown for context, not judged.",
         };
         s.push_str(dir);
+        if row.direction != Direction::Neutral && row.display != Display::YesNo {
+            s.push_str(&format!(
+                " Judged from a change of {} beyond the noise.",
+                row.min_effect.text()
+            ));
+        }
     }
     s.trim().to_owned()
 }

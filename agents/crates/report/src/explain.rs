@@ -1,6 +1,7 @@
 //! The prose both renders share: what a side observed, when and on what system, and the
 //! notes under a group (operator sources, why cells are not measured).
 
+use crate::catalog::{MinEffect, Wording};
 use crate::input::Source;
 use crate::model::{Cell, SideInfo};
 use labnode_core::snapshot::RecordKind;
@@ -143,4 +144,41 @@ pub fn notes(g: &crate::model::GroupOut) -> Vec<Note> {
     }
     out.extend(merged);
     out
+}
+
+/// How cells are summarised and when a change is a verdict, for the legend of both renders.
+pub fn noise_rule() -> String {
+    format!(
+        "Each cell is the median of that side's runs, snapshots or Prometheus steps (for rates, \
+         the share), with n and a 95% interval: a percentile bootstrap of the median (or share) \
+         over those values, {} resamples. A change is called better or worse only when each \
+         side has at least {} values, the change is at least the row's minimum effect ({} by \
+         default, {} for shares), and it is beyond the noise: the two intervals do not \
+         overlap. The two-sided Mann-Whitney U p-value is shown beside it, but does not decide \
+         alone: at 5% on each of some forty rows it would call about two of them changed \
+         between identical setups. Otherwise a change is within noise (≈) or not judged (○). \
+         An operator-entered value is taken as exact. Yes/no rows keep their own rule: a lost \
+         yes is always worse. Steps of a Prometheus range are not independent, so their \
+         intervals are narrower than the truth.",
+        crate::stats::RESAMPLES,
+        crate::judge::MIN_RUNS,
+        MinEffect::for_wording(Wording::Percent).text(),
+        MinEffect::for_wording(Wording::Points).text(),
+    )
+}
+
+/// The counts of the verdicts other than better and worse, e.g. "3 within noise, 2 not
+/// judged (fewer than 3 values a side)", or empty.
+pub fn undecided(within_noise: usize, not_judged: usize) -> Vec<String> {
+    let mut v = Vec::new();
+    if within_noise > 0 {
+        v.push(format!("{within_noise} within noise"));
+    }
+    if not_judged > 0 {
+        v.push(format!(
+            "{not_judged} not judged (fewer than {} values a side)",
+            crate::judge::MIN_RUNS
+        ));
+    }
+    v
 }

@@ -143,6 +143,10 @@ pub enum Verdict {
     Changed,
     /// An operator's bound leaves the direction open.
     Undetermined,
+    /// Moved, but not beyond the noise or the row's minimum effect.
+    WithinNoise,
+    /// Moved, but a side has fewer runs than a verdict needs.
+    NotJudged,
 }
 
 /// A bound an operator put on a value ("30 min or more").
@@ -162,6 +166,19 @@ pub struct Point {
     pub v: f64,
     /// The bound, for operator-entered values.
     pub bound: Option<Bound>,
+}
+
+/// An interval, "4.1–5.3 Mbit/s" (the unit once when both ends share it), or
+/// "850 ms – 1.2 s".
+pub fn range(display: Display, lo: f64, hi: f64) -> String {
+    let (a, b) = (value(display, lo), value(display, hi));
+    match (a.rsplit_once(' '), b.rsplit_once(' ')) {
+        (Some((x, u)), Some((y, w))) if u == w => format!("{x}–{y} {u}"),
+        _ if a.ends_with('%') && b.ends_with('%') => {
+            format!("{}–{b}", a.trim_end_matches('%'))
+        }
+        _ => format!("{a} – {b}"),
+    }
 }
 
 /// A value with its bound, e.g. "≥ 30 min".
@@ -410,6 +427,16 @@ mod tests {
             from_30min(2700.0),
             (Verdict::Undetermined, "≥ 30 min → 45 min".into())
         );
+    }
+
+    #[test]
+    fn ranges_say_the_unit_once() {
+        assert_eq!(
+            range(Display::BitRate, 512_500.0, 650_000.0),
+            "4.1–5.2 Mbit/s"
+        );
+        assert_eq!(range(Display::Percent, 0.4, 1.0), "40–100%");
+        assert_eq!(range(Display::Duration, 0.85, 1.2), "850 ms – 1.2 s");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::catalog::Display;
-use crate::explain::{notes, observed, span, system_line};
+use crate::explain::{noise_rule, notes, observed, span, system_line, undecided};
 use crate::format::{self, Verdict};
 use crate::model::{Cell, GroupOut, Report, RowOut, SideInfo, Waterfall};
 
@@ -81,6 +81,7 @@ td.metric .id { color: var(--muted); font-size: 11px; }
 .c.regression { background: var(--bad); color: #fff; }
 .c.unchanged { background: var(--soft); color: var(--muted); border: 1px solid var(--line); }
 .c.changed, .c.undetermined { color: var(--ink); border: 1px solid var(--line); }
+.c.within-noise, .c.not-judged { color: var(--muted); border: 1px dashed var(--line); }
 figure { margin: 14px 0 0; break-inside: avoid; }
 figcaption { font-size: 12px; color: var(--muted); margin-bottom: 4px; }
 svg { display: block; width: 100%; height: auto; }
@@ -198,6 +199,9 @@ fn header(o: &mut String, r: &Report) {
         s.unchanged,
         s.changed
     );
+    for x in undecided(s.within_noise, s.not_judged) {
+        let _ = write!(o, "<span class=\"chip\">{}</span>", esc(&x));
+    }
     if s.undetermined > 0 {
         let _ = write!(
             o,
@@ -214,10 +218,20 @@ fn header(o: &mut String, r: &Report) {
     );
     if let Some(g) = &r.gate {
         let pct = format::percent(g.threshold);
-        if g.regressions.is_empty() {
-            let _ = writeln!(
+        let item = |o: &mut String, title: &str, row: &str, text: &str, why: &str| {
+            let _ = write!(
                 o,
-                "<div class=\"gate pass\">Regression gate passed: no row got worse by more than {pct}.</div>"
+                "<li><strong>{}</strong> (<code>{}</code>): {}: {}</li>",
+                esc(title),
+                esc(row),
+                esc(text),
+                esc(why)
+            );
+        };
+        if g.regressions.is_empty() {
+            let _ = write!(
+                o,
+                "<div class=\"gate pass\">Regression gate passed: no row got worse beyond the noise by more than {pct}."
             );
         } else {
             let _ = write!(
@@ -226,22 +240,25 @@ fn header(o: &mut String, r: &Report) {
                 g.headline()
             );
             for x in &g.regressions {
-                let by = x.worse_text();
-                let _ = write!(
-                    o,
-                    "<li><strong>{}</strong> (<code>{}</code>): {}, {by}</li>",
-                    esc(x.title),
-                    esc(x.row),
-                    esc(&x.text)
-                );
+                item(o, x.title, x.row, &x.text, &x.why);
             }
-            o.push_str("</ul></div>\n");
+            o.push_str("</ul>");
         }
+        if !g.passed.is_empty() {
+            o.push_str("<div class=\"s\">Passed, though worse than before:</div><ul>");
+            for x in &g.passed {
+                item(o, x.title, x.row, &x.text, &x.why);
+            }
+            o.push_str("</ul>");
+        }
+        o.push_str("</div>\n");
     }
-    o.push_str(
-        "<p class=\"legend\">Each value is the median over that side's snapshots or Prometheus steps, with n and the 95th percentile below it; \
-         rates are shares of runs. Bars in the charts are scaled per row. Hatched bars and the \
-         <span class=\"badge op\">operator-entered</span> mark are values an operator entered, not measurements.</p>\n</header>\n",
+    let _ = writeln!(
+        o,
+        "<p class=\"legend\">{} Bars in the charts are scaled per row; the line across a bar is \
+         its 95% interval. Hatched bars and the <span class=\"badge op\">operator-entered</span> \
+         mark are values an operator entered, not measurements.</p>\n</header>",
+        esc(&noise_rule())
     );
 }
 
@@ -328,11 +345,18 @@ fn group(o: &mut String, r: &Report, g: &GroupOut) {
                     Verdict::Unchanged => "unchanged",
                     Verdict::Changed => "changed",
                     Verdict::Undetermined => "undetermined",
+                    Verdict::WithinNoise => "within-noise",
+                    Verdict::NotJudged => "not-judged",
                 }
             };
             let _ = write!(o, "<span class=\"c {class}\">{}</span>", esc(&c.text));
-            if c.ranges_overlap {
-                o.push_str("<div class=\"s\">ranges overlap</div>");
+            if let Some(n) = &c.noise {
+                let _ = write!(
+                    o,
+                    "<div class=\"s\" title=\"{}\">{}</div>",
+                    esc(&n.why),
+                    esc(&n.short)
+                );
             }
         }
         o.push_str("</td>");
@@ -397,6 +421,14 @@ fn num(c: &Cell) -> Option<(f64, String, bool)> {
     }
 }
 
+/// A measured cell's 95% interval, for the line across its bar.
+fn interval(c: &Cell) -> Option<(f64, f64)> {
+    match c {
+        Cell::Measured(m) => m.interval.as_ref().map(|i| (i.low, i.high)),
+        _ => None,
+    }
+}
+
 const W: f64 = 1000.0;
 const LABEL_W: f64 = 200.0;
 const BAR_H: f64 = 13.0;
@@ -445,6 +477,12 @@ fn bars(o: &mut String, g: &GroupOut) {
         let b = num(&r.before);
         let a = num(&r.after);
         let fixed_scale = matches!(r.display, Display::Percent | Display::YesNo);
+        // The scale holds both values and both intervals.
+        let reach = [&r.before, &r.after]
+            .into_iter()
+            .filter_map(interval)
+            .map(|(lo, hi)| lo.abs().max(hi.abs()))
+            .fold(0.0f64, f64::max);
         let max = if fixed_scale {
             1.0f64
                 .max(b.as_ref().map_or(0.0, |x| x.0))
@@ -453,6 +491,7 @@ fn bars(o: &mut String, g: &GroupOut) {
             b.as_ref()
                 .map_or(0.0, |x| x.0.abs())
                 .max(a.as_ref().map_or(0.0, |x| x.0.abs()))
+                .max(reach)
         };
         let _ = writeln!(
             o,
@@ -466,18 +505,26 @@ fn bars(o: &mut String, g: &GroupOut) {
             y0 - 2.0,
             y0 + 2.0 * BAR_H + 4.0
         ));
+        let cells = [&r.before, &r.after];
         for (k, (side, v, color)) in [("before", &b, "#94a3b8"), ("after", &a, "#2563eb")]
             .into_iter()
             .enumerate()
         {
             let y = y0 + k as f64 * (BAR_H + 2.0);
+            let x_of = |v: f64| {
+                if max > 0.0 {
+                    (v.abs() / max * plot).max(0.0)
+                } else {
+                    0.0
+                }
+            };
             match v {
                 Some((v, shown, op)) => {
-                    let w = if max > 0.0 {
-                        (v.abs() / max * plot).max(0.0)
-                    } else {
-                        0.0
-                    };
+                    let w = x_of(*v);
+                    // The interval's line, with a tick at each end; the value's label goes
+                    // after whichever ends further right.
+                    let ci = interval(cells[k]);
+                    let right = ci.map_or(w, |(lo, hi)| w.max(x_of(lo)).max(x_of(hi)));
                     let fill = if *op {
                         format!("url(#hatch-{})", esc(g.id))
                     } else {
@@ -490,10 +537,22 @@ fn bars(o: &mut String, g: &GroupOut) {
                         esc(r.id),
                         esc(r.short),
                         esc(shown),
-                        LABEL_W + w + 5.0,
+                        LABEL_W + right + 5.0,
                         y + BAR_H - 2.5,
                         esc(shown)
                     );
+                    if let Some((lo, hi)) = ci {
+                        let (x1, x2) = (LABEL_W + x_of(lo), LABEL_W + x_of(hi));
+                        let (ym, yt, yb) = (y + BAR_H / 2.0, y + 2.0, y + BAR_H - 2.0);
+                        let _ = writeln!(
+                            o,
+                            "<path class=\"interval\" data-row=\"{}\" data-side=\"{side}\" data-low=\"{lo}\" data-high=\"{hi}\" \
+                             d=\"M{x1:.2} {yt} V{yb} M{x1:.2} {ym} H{x2:.2} M{x2:.2} {yt} V{yb}\" stroke=\"#0f172a\" stroke-width=\"1.3\" fill=\"none\">\
+                             <title>95% interval: {}</title></path>",
+                            esc(r.id),
+                            esc(&format::range(r.display, lo, hi))
+                        );
+                    }
                 }
                 None => {
                     let _ = writeln!(

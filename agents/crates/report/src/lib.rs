@@ -6,7 +6,7 @@
 //! ([`mod@build`] makes the [`Report`] of [`model`] from [`Options`], a row at a time in
 //! [`rows`], its words in [`describe`]), and written as Markdown ([`markdown`]),
 //! self-contained HTML with inline SVG ([`html`]) and JSON ([`output`], [`schema`]
-//! `labnode-report/2`). [`operator`] reads values an operator enters by hand for the
+//! `labnode-report/3`). [`operator`] reads values an operator enters by hand for the
 //! "before" side; [`mod@format`] words values and changes.
 //!
 //! Used by `labnode report` and `labnode demo`. The golden tests
@@ -21,6 +21,7 @@ pub mod explain;
 pub mod format;
 pub mod html;
 pub mod input;
+pub mod judge;
 pub mod markdown;
 pub mod model;
 pub mod operator;
@@ -29,6 +30,7 @@ pub mod prometheus;
 pub mod report;
 pub mod rows;
 pub mod schema;
+pub mod stats;
 
 pub use build::{Options, build};
 pub use model::Report;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::explain::{notes, observed, span, system_line};
+use crate::explain::{noise_rule, notes, observed, span, system_line, undecided};
 use crate::format::{self, Verdict};
 use crate::model::{Cell, Report, SideInfo, Waterfall};
 
@@ -31,6 +31,8 @@ pub fn glyph(v: Verdict, regression: bool) -> &'static str {
         Verdict::Worse => "⚠️ ",
         Verdict::Unchanged => "= ",
         Verdict::Undetermined => "? ",
+        Verdict::WithinNoise => "≈ ",
+        Verdict::NotJudged => "○ ",
         Verdict::Changed => "",
     }
 }
@@ -110,12 +112,16 @@ pub fn render(r: &Report) -> String {
     let s = &r.summary;
     let _ = writeln!(
         o,
-        "**{} of {} rows compared: {} better, {} worse, {} unchanged, {} shown for context{}.** \
+        "**{} of {} rows compared: {} better, {} worse{}, {} unchanged, {} shown for context{}.** \
          {} operator-entered (†), {} not measured.\n",
         s.compared,
         s.rows,
         s.better,
         s.worse,
+        undecided(s.within_noise, s.not_judged)
+            .iter()
+            .map(|x| format!(", {x}"))
+            .collect::<String>(),
         s.unchanged,
         s.changed,
         if s.undetermined > 0 {
@@ -131,18 +137,32 @@ pub fn render(r: &Report) -> String {
         if g.regressions.is_empty() {
             let _ = writeln!(
                 o,
-                "**Regression gate: passed.** No row got worse by more than {pct}.\n"
+                "**Regression gate: passed.** No row got worse beyond the noise by more than {pct}.\n"
             );
         } else {
             let _ = writeln!(o, "**Regression gate: failed.** {}:\n", g.headline());
             for x in &g.regressions {
-                let by = x.worse_text();
                 let _ = writeln!(
                     o,
-                    "- ❌ **{}** (`{}`): {}, {by}",
+                    "- ❌ **{}** (`{}`): {}: {}",
                     cell_text(x.title),
                     x.row,
-                    cell_text(&x.text)
+                    cell_text(&x.text),
+                    cell_text(&x.why)
+                );
+            }
+            o.push('\n');
+        }
+        if !g.passed.is_empty() {
+            let _ = writeln!(o, "Passed, though worse than before:\n");
+            for x in &g.passed {
+                let _ = writeln!(
+                    o,
+                    "- **{}** (`{}`): {}: {}",
+                    cell_text(x.title),
+                    x.row,
+                    cell_text(&x.text),
+                    cell_text(&x.why)
                 );
             }
             o.push('\n');
@@ -150,9 +170,9 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "Each cell is the median over that side's snapshots or Prometheus steps (n, with the \
-         95th percentile), or for rates the share of runs. ✅ better · ⚠️ worse · = unchanged · † entered by an \
-         operator, not measured by labnode. Rows without a mark are shown for context.\n"
+        "{} ✅ better · ⚠️ worse · ≈ within noise · ○ not judged · = unchanged · † entered by an \
+         operator, not measured by labnode. Rows without a mark are shown for context.\n",
+        cell_text(&noise_rule())
     );
 
     for g in &r.groups {
@@ -180,8 +200,8 @@ pub fn render(r: &Report) -> String {
                         glyph(c.verdict, is_regression(r, row.id)),
                         cell_text(&c.text)
                     );
-                    if c.ranges_overlap {
-                        t.push_str("<br><sub>ranges overlap</sub>");
+                    if let Some(n) = &c.noise {
+                        let _ = write!(t, "<br><sub>{}</sub>", cell_text(&n.short));
                     }
                     t
                 }

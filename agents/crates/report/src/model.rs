@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::catalog::{Claim, Direction, Display, Summary};
+use crate::catalog::{Claim, Direction, Display, MinEffect, Summary};
 use crate::eval::Context;
 use crate::format::{self, Bound, Verdict};
 use crate::input::{HostSummary, Source};
@@ -79,6 +79,10 @@ pub struct Counts {
     pub changed: usize,
     /// Undetermined (an operator's bound).
     pub undetermined: usize,
+    /// Moved, but within the noise or under the row's minimum effect.
+    pub within_noise: usize,
+    /// Moved, but with too few runs on a side to judge.
+    pub not_judged: usize,
     /// Cells filled by an operator.
     pub operator_entered: usize,
     /// Cells with no value.
@@ -117,6 +121,8 @@ pub struct RowOut {
     pub direction: Direction,
     /// How snapshots are summarised.
     pub summary: Summary,
+    /// The smallest change the row judges.
+    pub min_effect: MinEffect,
     /// The before cell.
     pub before: Cell,
     /// The after cell.
@@ -154,6 +160,9 @@ pub struct Measured {
     /// 95th percentile (median rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p95: Option<f64>,
+    /// The 95% interval of `value`, with two or more observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
     /// Smallest value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
@@ -170,6 +179,21 @@ pub struct Measured {
     pub display: String,
     /// n and spread as shown, e.g. "median of 5 · p95 4.9 s".
     pub spread: String,
+}
+
+/// A 95% percentile-bootstrap interval of a cell's central value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// Lower end.
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+    /// Of what: `median`, or `share` for rates.
+    pub of: &'static str,
+    /// Resampled over what: `runs`, `drills`, `snapshots`, `steps` (of a Prometheus range).
+    pub over: &'static str,
+    /// Resamples drawn.
+    pub resamples: usize,
 }
 
 /// An operator-entered cell.
@@ -201,9 +225,33 @@ pub struct Change {
     /// How much worse, as a fraction of before (rows that got worse).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worse_by: Option<f64>,
-    /// Both sides measured more than once and their ranges overlap: the change may be
-    /// run-to-run noise.
-    pub ranges_overlap: bool,
+    /// How the noise rule read a numeric change, on rows that are judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<Noise>,
+}
+
+/// The noise rule's inputs and its reading ([`crate::judge`]): a change is better or worse
+/// only with at least [`MIN_RUNS`](crate::judge::MIN_RUNS) values a side, at least the
+/// row's minimum effect, and beyond the noise (the 95% intervals apart).
+#[derive(Debug, Clone, Serialize)]
+pub struct Noise {
+    /// What the medians alone say: `better` or `worse`.
+    pub medians_say: Verdict,
+    /// Values per side; null for an operator-entered value, which is taken as exact.
+    pub n: [Option<usize>; 2],
+    /// Whether the two 95% intervals overlap (an exact value's interval is itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intervals_overlap: Option<bool>,
+    /// Two-sided Mann-Whitney U p-value, when both sides are measured (shown, not deciding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mann_whitney_p: Option<f64>,
+    /// The change's size in the terms of the row's minimum effect (a fraction, or points;
+    /// null when infinite, from 0).
+    pub effect: Option<f64>,
+    /// Why the verdict is what it is.
+    pub why: String,
+    /// The same, a few words for a table cell: "within noise", "not judged (n=1)".
+    pub short: String,
 }
 
 /// The rollback phases of one direction, medians per side.
@@ -241,9 +289,25 @@ pub struct Gate {
     pub threshold: f64,
     /// Rows worse by more than it, and yes/no rows worse at all.
     pub regressions: Vec<Regression>,
+    /// Rows that got worse (by their central values) but passed, and why.
+    pub passed: Vec<Passed>,
 }
 
-/// A row that got worse by more than the threshold, or a yes/no row that got worse at all.
+/// A row that got worse (by its central values) that the gate let through, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Passed {
+    /// Row id.
+    pub row: &'static str,
+    /// Row title.
+    pub title: &'static str,
+    /// The change in words.
+    pub text: String,
+    /// Why it passed: within noise, not judged, or under the threshold.
+    pub why: String,
+}
+
+/// A row that got worse beyond the noise by more than the threshold, or a yes/no row that
+/// got worse at all.
 #[derive(Debug, Clone, Serialize)]
 pub struct Regression {
     /// Row id.
@@ -254,24 +318,16 @@ pub struct Regression {
     pub worse_by: Option<f64>,
     /// The change in words.
     pub text: String,
-}
-
-impl Regression {
-    /// "62.2% worse", or "from 0" when the before value was 0.
-    pub fn worse_text(&self) -> String {
-        self.worse_by.map_or_else(
-            || "from 0".to_owned(),
-            |w| format!("{} worse", format::percent(w)),
-        )
-    }
+    /// Why it failed.
+    pub why: String,
 }
 
 impl Gate {
-    /// "2 rows got worse by more than 20%".
+    /// "2 rows got worse beyond the noise by more than 20%".
     pub fn headline(&self) -> String {
         let n = self.regressions.len();
         format!(
-            "{n} row{} got worse by more than {}",
+            "{n} row{} got worse beyond the noise by more than {}",
             if n == 1 { "" } else { "s" },
             format::percent(self.threshold)
         )

@@ -9,8 +9,10 @@ use crate::describe::{deployed_text, how, why_not};
 use crate::eval::{self, Context, Val, Which};
 use crate::format::{self, Point, Verdict};
 use crate::input::{Observation, Side, Source};
-use crate::model::{Cell, Change, Measured, OperatorCell, RowOut};
+use crate::judge::{Num, judge};
+use crate::model::{Cell, Change, Interval, Measured, OperatorCell, RowOut};
 use crate::operator::{Entered, Operator};
+use crate::stats::{self, Statistic};
 use labnode_core::snapshot::RecordKind;
 
 /// What one side holds for a row before it becomes a cell.
@@ -148,6 +150,7 @@ pub(crate) fn build_row(
         display: row.display,
         direction: row.direction,
         summary: row.summary,
+        min_effect: row.min_effect,
         before: b,
         after: a,
         change,
@@ -155,21 +158,11 @@ pub(crate) fn build_row(
     }
 }
 
-/// A numeric summary of a cell for comparisons, with its spread for the overlap test.
-#[derive(Debug, Clone, Copy)]
-struct Num {
-    point: Point,
-    range: Option<(f64, f64)>,
-}
-
 type Built = (Cell, Option<Num>);
 
 fn point_of_entered(e: &Entered) -> Option<Num> {
     match e.val {
-        Val::Num(v) => Some(Num {
-            point: Point { v, bound: e.bound },
-            range: None,
-        }),
+        Val::Num(v) => Some(Num::exact(Point { v, bound: e.bound })),
         Val::Text(_) => None,
     }
 }
@@ -259,6 +252,7 @@ fn measured_cell(row: &Row, side: &Side, got: Got) -> Built {
                     n,
                     value: serde_json::Value::String(best.to_owned()),
                     p95: None,
+                    interval: None,
                     min: None,
                     max: None,
                     agree: Some(agree),
@@ -274,41 +268,51 @@ fn measured_cell(row: &Row, side: &Side, got: Got) -> Built {
             let n = v.len();
             let (min, max) = (v[0], v[n - 1]);
             let what = noun(row, side, n);
-            let (central, p95, agree, spread) = match row.summary {
-                Summary::Rate => {
-                    let mean = v.iter().sum::<f64>() / n as f64;
-                    let ones = v.iter().filter(|x| **x == 1.0).count();
-                    let binary = v.iter().all(|x| *x == 0.0 || *x == 1.0);
-                    let spread = if !binary {
-                        format!("mean of {n} {what}")
-                    } else if row.display == Display::YesNo && (ones == 0 || ones == n) {
-                        format!("{n} {what}")
-                    } else {
-                        format!("{ones} of {n} {what}")
-                    };
-                    (mean, None, Some(ones), spread)
-                }
-                _ => {
-                    let med = quantile(&v, 0.5);
-                    let p95 = quantile(&v, 0.95);
-                    let spread = if n == 1 {
-                        format!("1 {what}")
-                    } else if min == max {
-                        format!("{n} {what}, all equal")
-                    } else {
-                        format!(
-                            "median of {n} {what} · p95 {}",
-                            format::value(row.display, p95)
-                        )
-                    };
-                    (med, Some(p95), None, spread)
-                }
+            let rate = row.summary == Summary::Rate;
+            let stat = if rate {
+                Statistic::Mean
+            } else {
+                Statistic::Median
             };
+            let interval = stats::bootstrap_interval(&v, stat);
+            let (central, p95, agree, mut spread) = if rate {
+                let mean = v.iter().sum::<f64>() / n as f64;
+                let ones = v.iter().filter(|x| **x == 1.0).count();
+                let binary = v.iter().all(|x| *x == 0.0 || *x == 1.0);
+                let spread = if !binary {
+                    format!("mean of {n} {what}")
+                } else if row.display == Display::YesNo && (ones == 0 || ones == n) {
+                    format!("{n} {what}")
+                } else {
+                    format!("{ones} of {n} {what}")
+                };
+                (mean, None, Some(ones), spread)
+            } else {
+                let med = quantile(&v, 0.5);
+                let spread = match n {
+                    1 => format!("1 {what}"),
+                    _ if min == max => format!("{n} {what}, all equal"),
+                    _ => format!("median of {n} {what}"),
+                };
+                (med, Some(quantile(&v, 0.95)), None, spread)
+            };
+            // The interval, where it says something: not for a yes/no row that never
+            // varied, nor for values all equal.
+            if let Some((lo, hi)) = interval.filter(|_| min != max) {
+                spread.push_str(&format!(" · 95% CI {}", format::range(row.display, lo, hi)));
+            }
             (
                 Cell::Measured(Measured {
                     n,
                     value: json_num(central),
                     p95,
+                    interval: interval.map(|(low, high)| Interval {
+                        low,
+                        high,
+                        of: if rate { "share" } else { "median" },
+                        over: noun(row, side, 2),
+                        resamples: stats::RESAMPLES,
+                    }),
                     min: Some(min),
                     max: Some(max),
                     agree,
@@ -321,7 +325,9 @@ fn measured_cell(row: &Row, side: &Side, got: Got) -> Built {
                         v: central,
                         bound: None,
                     },
-                    range: (n > 1).then_some((min, max)),
+                    values: v,
+                    interval,
+                    exact: false,
                 }),
             )
         }
@@ -330,6 +336,7 @@ fn measured_cell(row: &Row, side: &Side, got: Got) -> Built {
                 n,
                 value: json_num(total),
                 p95: None,
+                interval: None,
                 min: None,
                 max: None,
                 agree: None,
@@ -337,48 +344,40 @@ fn measured_cell(row: &Row, side: &Side, got: Got) -> Built {
                 display: format::value(row.display, total),
                 spread: format!("increase over {n} {}", noun(row, side, n)),
             }),
+            // One total per side: no runs to judge its noise by.
             Some(Num {
                 point: Point {
                     v: total,
                     bound: None,
                 },
-                range: None,
+                values: Vec::new(),
+                interval: None,
+                exact: false,
             }),
         ),
         Got::Nothing => (Cell::NotMeasured { why: String::new() }, None),
     }
 }
 
-/// Linear interpolation between closest ranks (sorted input).
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let n = sorted.len();
-    if n == 1 {
-        return sorted[0];
-    }
-    let pos = q * (n - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
+pub use crate::stats::quantile;
 
 fn compare(row: &Row, before: &Built, after: &Built) -> Option<Change> {
     match (&before.1, &after.1) {
         (Some(x), Some(y)) => {
-            let (verdict, text) =
+            let (medians, text) =
                 format::change(row.display, row.direction, row.wording, x.point, y.point);
-            let worse_by = (verdict == Verdict::Worse)
+            // How much worse the medians are, whether or not that is beyond the noise (the
+            // gate says why it let such a row through).
+            let worse_by = (medians == Verdict::Worse)
                 .then(|| format::worsening(row.direction, x.point.v, y.point.v))
                 .flatten();
-            let ranges_overlap = matches!(
-                (x.range, y.range),
-                (Some((a0, a1)), Some((b0, b1))) if a0 <= b1 && b0 <= a1
-            ) && matches!(verdict, Verdict::Better | Verdict::Worse);
+            let (verdict, noise) = judge(row, x, y, medians);
             Some(Change {
                 verdict,
                 text,
                 ratio: (x.point.v != 0.0).then(|| y.point.v / x.point.v),
                 worse_by,
-                ranges_overlap,
+                noise,
             })
         }
         _ => {
@@ -399,7 +398,7 @@ fn compare(row: &Row, before: &Built, after: &Built) -> Option<Change> {
                 text: if same { "unchanged" } else { "changed" }.into(),
                 ratio: None,
                 worse_by: None,
-                ranges_overlap: false,
+                noise: None,
             })
         }
     }

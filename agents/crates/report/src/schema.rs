@@ -1,11 +1,11 @@
-//! The report's JSON, schema `labnode-report/2`: the [`Report`] serialised, its fields
+//! The report's JSON, schema `labnode-report/3`: the [`Report`] serialised, its fields
 //! documented on the types of [`crate::model`]. A change to them that a reader of the JSON
 //! would notice takes a new version here.
 
 use crate::model::Report;
 
 /// The JSON schema of this report.
-pub const REPORT_SCHEMA: &str = "labnode-report/2";
+pub const REPORT_SCHEMA: &str = "labnode-report/3";
 
 /// The report as pretty-printed JSON, with a final newline.
 pub fn json(report: &Report) -> String {
@@ -23,7 +23,7 @@ mod tests {
 
     #[test]
     fn the_json_names_its_schema_first() {
-        assert_eq!(REPORT_SCHEMA, "labnode-report/2");
+        assert_eq!(REPORT_SCHEMA, "labnode-report/3");
         let side = Side::default();
         let report = crate::build(&side, &side, &Operator::default(), &Default::default());
         let text = json(&report);

@@ -164,8 +164,8 @@ fn improvement_markdown_and_the_better_wordings() {
     for (id, want) in [
         ("rollback_time", "1.6x faster"),
         ("net_rtt_loaded", "1.3x lower"),
-        ("net_cpu_per_gbit", "-25%"),
-        ("net_wireguard_cost", "-7.3 pp"),
+        ("net_cpu_per_gbit", "-26%"),
+        ("net_wireguard_cost", "-7.5 pp"),
         ("rpo", "3.31 h → 21.7 min"),
         ("firewall_default_deny", "no → yes"),
         ("wireguard_up", "+33 pp"),
@@ -329,7 +329,7 @@ fn an_unknown_schema_version_is_refused() {
 fn labels_are_found_in_the_store_and_directories_read_whole() {
     let store = Path::new("tests/fixtures/candidate");
     let files = input::resolve(&["candidate".to_owned()], store).expect("label");
-    assert_eq!(files.len(), 9);
+    assert_eq!(files.len(), 10);
     let e = input::resolve(&["nonesuch".to_owned()], store)
         .expect_err("unknown label")
         .to_string();

@@ -57,15 +57,16 @@ pub fn run(args: ReportArgs) -> Result<(), Failure> {
         eprintln!("labnode: warning: {w}");
     }
     if let Some(gate) = &report.gate {
+        // Why each row whose medians got worse passed, then why any failed.
+        for p in &gate.passed {
+            eprintln!("labnode: gate: passed {} ({}): {}", p.row, p.text, p.why);
+        }
         if !gate.regressions.is_empty() {
             let mut msg = format!("{}:", gate.headline());
             for r in &gate.regressions {
                 msg.push_str(&format!(
-                    "\n  {} ({}): {}, {}",
-                    r.row,
-                    r.title,
-                    r.text,
-                    r.worse_text()
+                    "\n  {} ({}): {}: {}",
+                    r.row, r.title, r.text, r.why
                 ));
             }
             return Err(Failure::runtime(msg));

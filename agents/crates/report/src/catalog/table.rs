@@ -441,7 +441,10 @@ pub static CATALOG: &[Group] = &[
                 },
                 (D::CpuPerGigabit, Lower, Wording::Percent),
             )
-            .event(RecordKind::NetBench),
+            .event(RecordKind::NetBench)
+            // CPU time comes in scheduler ticks over runs of a few seconds: a few percent
+            // is the clock's grain, not the sender.
+            .min_effect(MinEffect::Relative(0.10)),
             row(
                 "congestion_control",
                 "TCP congestion control in force",
