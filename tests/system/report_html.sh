@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The HTML report in Debian's headless Chromium: it loads with no console error and no
 # request beyond the file itself, every chart has its data (each bar carries the value the
-# JSON report holds), a screenshot is taken, and it prints to PDF. A page with a console
+# JSON report holds, and its 95% interval where the JSON has one), a screenshot is taken, and it prints to PDF. A page with a console
 # error and an external image shows the checks can fail. LABNODE_ARTIFACTS=DIR keeps the
 # screenshot, the PDF and the reports.
 . "$(dirname "$0")/../lib/common.sh"
@@ -79,6 +79,32 @@ while read -r id side value; do
   awk -v w="$w" -v v="$v" 'BEGIN { exit !(w > 0 || v == 0) }' || fail "$id $side bar has no width"
 done <"$T/want.txt"
 [ "$(wc -l <"$T/bars.txt")" = "$(wc -l <"$T/want.txt")" ] || fail "$(wc -l <"$T/bars.txt") bars for $(wc -l <"$T/want.txt") values"
+# Each bar of a cell with a 95% interval carries it: the JSON's ends, drawn where the bar's
+# own scale puts them (the bar's width is its value on the same scale).
+grep -o '<path class="interval"[^>]*>' "$T/dom.html" |
+  sed -E 's/.*data-row="([^"]*)" data-side="([^"]*)" data-low="([^"]*)" data-high="([^"]*)" d="M([0-9.]+) [^H]*H([0-9.]+).*/\1 \2 \3 \4 \5 \6/' >"$T/intervals.txt"
+jq -r '.groups[].rows[] | select(.display != "text")
+  | select((.before.value | type) == "number" and (.after.value | type) == "number")
+  | (["before", .before], ["after", .after]) as [$s, $c] | select($c.interval != null)
+  | "\(.id) \($s) \($c.interval.low) \($c.interval.high)"' "$json" >"$T/want-intervals.txt"
+[ -s "$T/want-intervals.txt" ] || fail "the JSON report has no interval to draw"
+while read -r id side lo hi; do
+  got=$(awk -v id="$id" -v s="$side" '$1 == id && $2 == s' "$T/intervals.txt")
+  [ -n "$got" ] || fail "no interval on the $side bar of $id"
+  read -r _ _ glo ghi x1 x2 <<<"$got"
+  awk -v a="$glo" -v b="$lo" -v c="$ghi" -v d="$hi" 'BEGIN { e = a - b; f = c - d; if (e < 0) e = -e; if (f < 0) f = -f
+    exit !(e <= 1e-9 * ((b < 0 ? -b : b) + 1) && f <= 1e-9 * ((d < 0 ? -d : d) + 1)) }' ||
+    fail "$id $side interval $glo..$ghi, the JSON $lo..$hi"
+  read -r _ _ v w <<<"$(awk -v id="$id" -v s="$side" '$1 == id && $2 == s' "$T/bars.txt")"
+  awk -v v="$v" -v w="$w" -v lo="$lo" -v hi="$hi" -v x1="$x1" -v x2="$x2" 'BEGIN {
+    if (v == 0) exit 0
+    k = w / v; d1 = x1 - 200 - lo * k; d2 = x2 - 200 - hi * k
+    if (d1 < 0) d1 = -d1; if (d2 < 0) d2 = -d2
+    exit !(d1 <= 0.05 + 0.01 * (x1 - 200) && d2 <= 0.05 + 0.01 * (x2 - 200) && x1 <= x2) }' ||
+    fail "$id $side interval drawn at $x1..$x2 px, the bar's scale puts $lo..$hi elsewhere (bar $w px for $v)"
+done <"$T/want-intervals.txt"
+[ "$(wc -l <"$T/intervals.txt")" = "$(wc -l <"$T/want-intervals.txt")" ] ||
+  fail "$(wc -l <"$T/intervals.txt") intervals drawn for $(wc -l <"$T/want-intervals.txt") in the JSON"
 charts=$(grep -o '<svg class="chart bars" data-group="[^"]*" data-rows="[0-9]*"' "$T/dom.html" | wc -l)
 grep -o '<svg class="chart bars" data-group="[^"]*" data-rows="[0-9]*"' "$T/dom.html" |
   sed -E 's/.*data-group="([^"]*)" data-rows="([0-9]*)"/\1 \2/' | while read -r g n; do
@@ -94,4 +120,4 @@ grep -o '<rect class="bar phase"[^>]*>' "$T/dom.html" | grep -q 'data-phase="act
 totals=$(grep -o '<rect class="bar total"[^>]*>' "$T/dom.html" | wc -l)
 want_totals=$(jq '[.waterfall[] | (.before_total, .after_total) | select(. != null)] | length' "$json")
 [ "$totals" = "$want_totals" ] || fail "the waterfall has $totals totals, the JSON $want_totals"
-note "charts: $charts bar charts, $(wc -l <"$T/bars.txt") bars each with the JSON's value, $phases phase bars and $totals totals"
+note "charts: $charts bar charts, $(wc -l <"$T/bars.txt") bars each with the JSON's value, $(wc -l <"$T/intervals.txt") with their 95% interval, $phases phase bars and $totals totals"
