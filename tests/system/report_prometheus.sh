@@ -67,6 +67,10 @@ lo=$(curl -fsS "$url/api/v1/query" --data-urlencode "query=min_over_time(labnode
 hi=$(curl -fsS "$url/api/v1/query" --data-urlencode "query=max_over_time(labnode_system_memory_used_bytes[$span])" \
   --data-urlencode "time=$t4" | jq -r '.data.result[0].value[1]')
 med=$(field memory_used .after.value)
+# Its 95% interval is resampled over the range's points and holds the median.
+[ "$(field memory_used .after.interval.over)" = points ] || fail "memory_used interval: $(row memory_used)"
+awk -v m="$med" -v lo="$(field memory_used .after.interval.low)" -v hi="$(field memory_used .after.interval.high)" \
+  'BEGIN { exit !(lo <= m && m <= hi) }' || fail "memory_used median outside its interval: $(row memory_used)"
 awk -v m="$med" -v lo="$lo" -v hi="$hi" 'BEGIN { exit !(m >= lo && m <= hi) }' ||
   fail "memory_used median $med outside Prometheus's range [$lo, $hi]"
 pretty=$(. /etc/os-release && echo "$PRETTY_NAME")

@@ -172,7 +172,8 @@ pub struct Point {
 /// "850 ms – 1.2 s".
 pub fn range(display: Display, lo: f64, hi: f64) -> String {
     let (a, b) = (value(display, lo), value(display, hi));
-    match (a.rsplit_once(' '), b.rsplit_once(' ')) {
+    // A value is its number, then its unit ("0.04 CPU s/Gbit"): split at the first space.
+    match (a.split_once(' '), b.split_once(' ')) {
         (Some((x, u)), Some((y, w))) if u == w => format!("{x}–{y} {u}"),
         _ if a.ends_with('%') && b.ends_with('%') => {
             format!("{}–{b}", a.trim_end_matches('%'))
@@ -437,6 +438,10 @@ mod tests {
         );
         assert_eq!(range(Display::Percent, 0.4, 1.0), "40–100%");
         assert_eq!(range(Display::Duration, 0.85, 1.2), "850 ms – 1.2 s");
+        assert_eq!(
+            range(Display::CpuPerGigabit, 0.0397, 0.102),
+            "0.0397–0.102 CPU s/Gbit"
+        );
     }
 
     #[test]

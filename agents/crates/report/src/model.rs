@@ -190,7 +190,8 @@ pub struct Interval {
     pub high: f64,
     /// Of what: `median`, or `share` for rates.
     pub of: &'static str,
-    /// Resampled over what: `runs`, `drills`, `snapshots`, `steps` (of a Prometheus range).
+    /// Resampled over what: `runs`, `drills`, `switches`, `snapshots`, or `points` (the
+    /// steps of a Prometheus range).
     pub over: &'static str,
     /// Resamples drawn.
     pub resamples: usize,
