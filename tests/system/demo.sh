@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `labnode demo` as CI runs it (CI=true, no terminal), then interrupted at chosen moments:
-#  1. a whole run: exit 0, a summary on stdout and nothing else in the log; report.json has
-#     the network rows measured (TCP as deployed: CUBIC without a tunnel before, BBR through
+#  1. a whole run (3 runs of each test a side): exit 0, a summary on stdout, counting the
+#     judged rows and those within noise, and nothing else in the log; report.json has
+#     the network rows measured, each with n = 3 and its interval, BBR judged better, (TCP as deployed: CUBIC without a tunnel before, BBR through
 #     WireGuard after; CUBIC against BBR on the direct path; the tunnel's cost; RTT under
 #     load) within the shaped 100 Mbit/s and the added 40 ms, the rollback rows measured on
 #     the after side (recovery at least the scratch service's 2 s start delay, success 100%)
@@ -47,17 +48,17 @@ touch "$T/start"
 
 # 1. A whole run, as CI runs it.
 start=$SECONDS
-CI=true "$LABNODE_BIN" demo --out "$T/demo" --duration 3 >"$T/out.txt" 2>"$T/err.txt" &
+CI=true "$LABNODE_BIN" demo --out "$T/demo" --duration 2 --repeat 3 >"$T/out.txt" 2>"$T/err.txt" &
 pid=$!
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 0 ] || fail "labnode demo exited $rc: $(cat "$T/err.txt") $(cat "$T/out.txt")"
-note "labnode demo (CI=true, --duration 3): $((SECONDS - start)) s"
+note "labnode demo (CI=true, --duration 2 --repeat 3): $((SECONDS - start)) s"
 clean "$pid" "a finished demo"
 [ ! -s "$T/err.txt" ] || fail "a CI run wrote to stderr: $(cat -v "$T/err.txt" | head -5)"
 grep -q $'\r' "$T/out.txt" && fail "progress was drawn in a CI log"
 for want in "^labnode demo on .*: measured before and after in" "^  link: *a WAN-like link: 100 Mbit/s, 40 ms RTT, 0.5% random loss" \
-  "^  network: *TCP as deployed" "^  rollback: *drill on a scratch Nix profile" "^  report: *$T/demo/report.html" \
+  "^  network: *TCP as deployed" "^  rows: .* compared: [0-9]+ judged \([0-9]+ better, [0-9]+ worse\), [0-9]+ within noise, [0-9]+ not judged" "^  rollback: *drill on a scratch Nix profile" "^  report: *$T/demo/report.html" \
   "^removed: 4 network namespaces, 2 wireguard-go, 3 probe servers, the scratch service, 2 GC roots"; do
   grep -Eq "$want" "$T/out.txt" || fail "the summary has no line like \"$want\": $(cat "$T/out.txt")"
 done
@@ -93,6 +94,18 @@ for side in before after; do
 done
 awk -v c="$(value net_congestion before)" -v b="$(value net_congestion after)" 'BEGIN { exit !(b > 2 * c) }' ||
   fail "BBR ($(value net_congestion after) B/s) is not twice CUBIC ($(value net_congestion before) B/s) on a path with 0.5% loss"
+# Three runs a side: each network cell has n = 3 and its 95% interval, and BBR's gain on
+# the lossy link is judged, beyond the noise.
+for side in before after; do
+  for row in net_deployed net_congestion net_rtt_loaded; do
+    [ "$(cell "$row" "$side" n)" = 3 ] || fail "$row $side: n = $(cell "$row" "$side" n), want 3 runs"
+    jq -e --arg r "$row" --arg s "$side" '.groups[].rows[] | select(.id == $r) | .[$s].interval
+      | .low <= .high and .over == "runs"' "$J" >/dev/null || fail "$row $side has no interval over its runs"
+  done
+done
+jq -e '.groups[].rows[] | select(.id == "net_congestion") | .change.verdict == "better"
+  and .change.noise.intervals_overlap == false' "$J" >/dev/null ||
+  fail "CUBIC against BBR on the lossy link is not judged better: $(jq -c '.groups[].rows[] | select(.id == "net_congestion") | .change' "$J")"
 measured net_wireguard_cost after
 between "WireGuard cost" "$(value net_wireguard_cost after)" -0.3 0.6
 not_measured net_wireguard_cost before 'none measured .*path="wireguard".*\(they measured .*tcp cubic over direct\)'
@@ -126,12 +139,12 @@ jq -e '.setup | length >= 3 and (.[0] | test("WAN-like link: 100 Mbit/s, 40 ms R
 grep -q '<div class="setup">' "$T/demo/report.html" || fail "the HTML report has no setup"
 grep -qi '<script' "$T/demo/report.html" && fail "the HTML report has a script"
 grep -q '^> Network: between two network namespaces' "$T/demo/report.md" || fail "the Markdown report has no setup"
-[ "$(ls "$T/demo/snapshots"/*-before.json | wc -l)" = 2 ] || fail "want 2 before snapshots (collect, bench): $(ls "$T/demo/snapshots")"
-[ "$(ls "$T/demo/snapshots"/*-after.json | wc -l)" = 4 ] || fail "want 4 after snapshots (drill, 2 benches, collect): $(ls "$T/demo/snapshots")"
+[ "$(ls "$T/demo/snapshots"/*-before.json | wc -l)" = 4 ] || fail "want 4 before snapshots (collect, 3 benches): $(ls "$T/demo/snapshots")"
+[ "$(ls "$T/demo/snapshots"/*-after.json | wc -l)" = 8 ] || fail "want 8 after snapshots (drill, 2 x 3 benches, collect): $(ls "$T/demo/snapshots")"
 "$LABNODE_BIN" report --store "$T/demo/snapshots" --before before --after after --format json |
   jq -e '[.groups[].rows[] | select(.id == "net_deployed") | .after.value] == [input | .groups[].rows[] | select(.id == "net_deployed") | .after.value]' - "$J" >/dev/null ||
   fail "labnode report over the demo's snapshots does not give the demo's report"
-note "report: md, html (no script), json; 2 + 4 snapshots that labnode report reads the same"
+note "report: md, html (no script), json; 4 + 8 snapshots that labnode report reads the same"
 rc=0
 "$LABNODE_BIN" demo --out "$T/demo" >"$T/again.txt" 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "already holds snapshots of an earlier run" "$T/again.txt" ||
@@ -161,7 +174,7 @@ mkdir "$T/nvml"
 ln -s "$LABNODE_FAKE_NVML_LIB" "$T/nvml/libnvidia-ml.so.1"
 p4="$(cd "$(dirname "$0")/../fake-nvml/profiles" && pwd)/tesla-p4.json"
 rc=0
-PATH="$T/path" CI=true "$LABNODE_BIN" demo --out "$T/stopped" --duration 1 >"$T/stopped.txt" 2>&1 || rc=$?
+PATH="$T/path" CI=true "$LABNODE_BIN" demo --out "$T/stopped" --duration 1 --repeat 1 >"$T/stopped.txt" 2>&1 || rc=$?
 [ "$rc" = 2 ] && [ ! -e "$T/stopped" ] &&
   grep -q "wireguard-go not installed (Debian: apt-get install wireguard-go wireguard-tools)" "$T/stopped.txt" &&
   grep -q "nix-build, nix-env not installed (Nix: Debian's nix-bin" "$T/stopped.txt" &&
@@ -171,7 +184,7 @@ clean "" "a demo that stopped for lack of wireguard-go and Nix"
 note "without wireguard-go and Nix: exit 2 naming both packages and --partial, nothing made"
 rc=0
 LD_LIBRARY_PATH="$T/nvml" LABNODE_FAKE_NVML_PROFILE="$p4" PATH="$T/path" CI=true \
-  "$LABNODE_BIN" demo --partial --out "$T/bare" --duration 1 >"$T/bare.txt" 2>&1 &
+  "$LABNODE_BIN" demo --partial --out "$T/bare" --duration 1 --repeat 1 >"$T/bare.txt" 2>&1 &
 pid=$!
 wait "$pid" || rc=$?
 [ "$rc" = 0 ] || fail "without wireguard-go and Nix: exit $rc, $(cat "$T/bare.txt")"
@@ -221,7 +234,7 @@ interrupted() { # NAME SIGNAL NUMBER RUNNER_PID
 bench_running() { pgrep -f "^$LABNODE_BIN net bench .*--path $1" >/dev/null; }
 
 # SIGINT during the first bench, on a terminal (script(1)), where progress is drawn.
-script -qec "env -u CI $LABNODE_BIN demo --out $T/tty --duration 3" "$T/tty.txt" >/dev/null 2>&1 &
+script -qec "env -u CI $LABNODE_BIN demo --out $T/tty --duration 3 --repeat 1" "$T/tty.txt" >/dev/null 2>&1 &
 runner=$!
 wait_for 10 "the demo to start" pgrep -f "^$LABNODE_BIN demo --out $T/tty "
 dpid=$(pgrep -f "^$LABNODE_BIN demo --out $T/tty ")
@@ -231,13 +244,13 @@ interrupted tty INT 2 "$runner"
 grep -q '==> network before: a stock host (cubic, no tunnel)' "$T/tty.txt" || fail "no progress on a terminal: $(cat -v "$T/tty.txt" | head -5)"
 
 # SIGTERM during the rollback drill.
-"$LABNODE_BIN" demo --out "$T/drill" --duration 3 >"$T/drill.txt" 2>&1 &
+"$LABNODE_BIN" demo --out "$T/drill" --duration 3 --repeat 1 >"$T/drill.txt" 2>&1 &
 dpid=$!
 wait_until 60 "the drill (its marker)" test -e "$T/labnode-demo-$dpid/state/pending.json"
 interrupted drill TERM 15 "$dpid"
 
 # SIGHUP during the bench through WireGuard.
-"$LABNODE_BIN" demo --out "$T/tunnel" --duration 3 >"$T/tunnel.txt" 2>&1 &
+"$LABNODE_BIN" demo --out "$T/tunnel" --duration 3 --repeat 1 >"$T/tunnel.txt" 2>&1 &
 dpid=$!
 wait_until 90 "the bench through WireGuard" bench_running wireguard
 sleep 1

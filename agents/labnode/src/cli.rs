@@ -407,8 +407,8 @@ pub enum GenerateCommand {
     WireGuard rows wireguard-go and wg; for the rollback rows nix-build and nix-env (a \
     single-user, offline Nix is enough). Without one of them it stops at once, naming the \
     package to install (tools/demo installs them), unless --partial: then it measures the \
-    rest and says what is not measured and why. Without root, ip, tc or (for --link wan) \
-    /dev/net/tun it stops at once. A stop changes nothing.\n\n\
+    rest and says what is not measured and why. Without root, ip, tc or (for --link wan or \
+    clean) /dev/net/tun it stops at once. A stop changes nothing.\n\n\
     It removes everything it made (namespaces, wireguard-go, probe servers, the scratch \
     service, its temporary directory), also on Ctrl-C, SIGTERM or SIGHUP. It leaves the \
     report and its snapshots in --out, and two small Nix store paths (the scratch \
@@ -424,10 +424,15 @@ pub struct DemoArgs {
     /// The emulated link between the namespaces.
     #[arg(long, value_enum, default_value = "wan")]
     pub link: crate::demo::LinkChoice,
-    /// Seconds each network test sends for (5 tests: TCP and QUIC before, TCP, QUIC and
-    /// TCP through WireGuard after).
-    #[arg(long, value_name = "SECONDS", default_value_t = 8.0)]
+    /// Seconds each network test run sends for (5 tests: TCP and QUIC before, TCP, QUIC and
+    /// TCP through WireGuard after; each run --repeat times).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub duration: f64,
+    /// Runs of each network test per side, interleaved. The report judges a change only
+    /// with at least 3 runs a side; with fewer its network rows say "not judged".
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
     /// Measure what this machine allows: without wireguard-go or Nix, run the rest and
     /// leave the WireGuard or rollback rows "not measured", with the reason.
     #[arg(long)]

@@ -62,9 +62,9 @@ fn preflight(args: &DemoArgs) -> Result<Preflight, DemoError> {
         )));
     }
     let tun = Path::new("/dev/net/tun").exists();
-    if args.link == LinkChoice::Wan && !tun {
+    if args.link.needs_tun() && !tun {
         return Err(DemoError::CannotRun(
-            "--link wan needs /dev/net/tun (its relay adds the delay and loss): load the tun \
+            "--link wan and --link clean need /dev/net/tun (its relay adds the delay and loss): load the tun \
              module, or use --link gbit. Nothing was measured."
                 .into(),
         ));
@@ -351,7 +351,7 @@ fn measure(
         .sum();
     ctl.progress.step(&format!(
         "labnode demo: measuring this host before and after (about {:.0} s); report in {}",
-        runs as f64 * (args.duration + 1.0) + 15.0,
+        runs as f64 * f64::from(args.repeat) * (args.duration + 1.0) + 15.0,
         store.parent().unwrap_or(store).display()
     ));
     if let Err(why) = &pre.wireguard {
@@ -373,6 +373,7 @@ fn measure(
         token: &token,
         link: args.link,
         duration: args.duration,
+        repeat: args.repeat,
     };
     let config = Config {
         snapshot_dir: Some(store.to_owned()),
@@ -468,8 +469,9 @@ fn report(
     let host = before.host.hosts.first().cloned().unwrap_or_default();
     let mut setup = vec![
         format!(
-            "Network: between two network namespaces over {}, {} s per test. Before: as a stock host runs it, TCP CUBIC and no tunnel. After: as labnode configures it, TCP BBR{}.",
+            "Network: between two network namespaces over {}, {} runs of {} s per test, interleaved. Before: as a stock host runs it, TCP CUBIC and no tunnel. After: as labnode configures it, TCP BBR{}.",
             args.link.describe(),
+            args.repeat,
             args.duration,
             if pre.wireguard.is_ok() {
                 " through a WireGuard tunnel (wireguard-go)"
@@ -520,10 +522,13 @@ fn line_of(r: &Report, id: &str) -> String {
     let Some(x) = row(r, id) else {
         return "not in the catalog".into();
     };
-    let change = x
-        .change
-        .as_ref()
-        .map_or(String::new(), |c| format!(" ({})", c.text));
+    let change = x.change.as_ref().map_or(String::new(), |c| {
+        let noise = c
+            .noise
+            .as_ref()
+            .map_or(String::new(), |n| format!(", {}", n.short));
+        format!(" ({}{noise})", c.text)
+    });
     format!("{} → {}{change}", cell_text(&x.before), cell_text(&x.after))
 }
 
@@ -594,14 +599,19 @@ fn summary(done: &Done, args: &DemoArgs, pre: &Preflight, out: &Path, took: Dura
             format!("{c}:")
         );
     }
+    let s = &r.summary;
     let _ = writeln!(
         o,
-        "  rows:       {} of {} compared ({} better, {} worse), {} cells not measured",
-        r.summary.compared,
-        r.summary.rows,
-        r.summary.better,
-        r.summary.worse,
-        r.summary.not_measured
+        "  rows:       {} of {} compared: {} judged ({} better, {} worse), {} within noise, {} not judged (fewer than {} runs a side), {} cells not measured",
+        s.compared,
+        s.rows,
+        s.better + s.worse,
+        s.better,
+        s.worse,
+        s.within_noise,
+        s.not_judged,
+        labnode_report::judge::MIN_RUNS,
+        s.not_measured
     );
     for p in &done.written {
         let _ = writeln!(o, "  report:     {}", p.display());

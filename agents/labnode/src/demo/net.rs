@@ -24,6 +24,10 @@ pub enum LinkChoice {
     /// WAN-like: 100 Mbit/s, 40 ms RTT, 0.5% random loss each way (a TUN relay): a long,
     /// lossy path where the congestion control decides the throughput.
     Wan,
+    /// A clean long path: 100 Mbit/s, 40 ms RTT, no random loss, a shallow bottleneck
+    /// buffer (4 ms, a tenth of the path's bandwidth-delay product), as between CloudLab
+    /// sites: where BBR helps without loss, and by how much.
+    Clean,
     /// 1 Gbit/s veth with no added delay or loss (the c220g5's i350 port): CUBIC and BBR
     /// both fill it, and the tunnel's cost shows.
     Gbit,
@@ -32,23 +36,27 @@ pub enum LinkChoice {
 impl LinkChoice {
     /// The lab of this link.
     pub fn spec(self, name: String, wireguard: bool) -> Spec {
-        let (link, rate) = match self {
-            LinkChoice::Wan => (
-                Link::Relay {
-                    rtt: Duration::from_millis(40),
-                    loss: 0.005,
-                },
-                100_000_000,
-            ),
-            LinkChoice::Gbit => (Link::Veth, 1_000_000_000),
+        let relay = |loss| Link::Relay {
+            rtt: Duration::from_millis(40),
+            loss,
+        };
+        let (link, rate, queue_ms) = match self {
+            LinkChoice::Wan => (relay(0.005), 100_000_000, 20),
+            LinkChoice::Clean => (relay(0.0), 100_000_000, 4),
+            LinkChoice::Gbit => (Link::Veth, 1_000_000_000, 20),
         };
         Spec {
             name,
             link,
             rate_bits: Some(rate),
-            queue: Duration::from_millis(20),
+            queue: Duration::from_millis(queue_ms),
             wireguard,
         }
+    }
+
+    /// Whether its relay needs `/dev/net/tun`.
+    pub fn needs_tun(self) -> bool {
+        matches!(self, LinkChoice::Wan | LinkChoice::Clean)
     }
 
     /// One line for the output and the report.
@@ -56,6 +64,9 @@ impl LinkChoice {
         match self {
             LinkChoice::Wan => {
                 "a WAN-like link: 100 Mbit/s, 40 ms RTT, 0.5% random loss each way (a TUN relay between two network namespaces)"
+            }
+            LinkChoice::Clean => {
+                "a clean long path: 100 Mbit/s, 40 ms RTT, no random loss, a shallow 4 ms bottleneck buffer (a TUN relay between two network namespaces)"
             }
             LinkChoice::Gbit => {
                 "a 1 Gbit/s link with no added delay or loss (a tbf-shaped veth pair between two network namespaces)"
@@ -128,8 +139,10 @@ pub struct Env<'a> {
     pub token: &'a Path,
     /// The link.
     pub link: LinkChoice,
-    /// Seconds each test sends for.
+    /// Seconds each test run sends for.
     pub duration: f64,
+    /// Runs of each test, interleaved.
+    pub repeat: u32,
 }
 
 /// What a side measured.
@@ -205,7 +218,9 @@ pub fn run_side(
     let (a, b) = (&lab.layout.a, &lab.layout.b);
     let in_force = set_default_congestion(&a.netns, plan.congestion)?;
     let mut servers: Vec<(&'static str, Ipv4Addr, Server)> = Vec::new();
-    for bench in &plan.benches {
+    // Interleaved (each bench once, then again), so a drift of the host is spread over all.
+    let rounds = (1..=env.repeat).flat_map(|round| plan.benches.iter().map(move |b| (round, b)));
+    for (round, bench) in rounds {
         let (listen, client) = match bench.path {
             "wireguard" => match (b.wireguard_address, a.wireguard_address) {
                 (Some(l), Some(c)) => (l, c),
@@ -226,7 +241,7 @@ pub fn run_side(
             .find(|(p, _, _)| *p == bench.path)
             .map(|(_, _, s)| s.fingerprint.clone())
             .unwrap_or_default();
-        bench_once(env, &lab, a, plan, bench, listen, &fingerprint)?;
+        bench_once(env, &lab, a, plan, bench, round, listen, &fingerprint)?;
         ctl.check()?;
     }
     ctl.progress.live(&format!(
@@ -307,13 +322,16 @@ fn serve(
     )))
 }
 
-/// One `net bench` in `a`'s namespace; its record is in the store, its figures are shown.
+/// One `net bench` in `a`'s namespace (run `round` of `env.repeat`); its record is in the
+/// store, its figures are shown.
+#[allow(clippy::too_many_arguments)]
 fn bench_once(
     env: &Env<'_>,
     lab: &Lab,
     a: &End,
     plan: &SidePlan,
     bench: &Bench,
+    round: u32,
     peer: Ipv4Addr,
     fingerprint: &str,
 ) -> Result<(), DemoError> {
@@ -364,7 +382,7 @@ fn bench_once(
     });
     let expected = env.duration * bench.runs() as f64;
     let limit = Duration::from_secs_f64(expected + 30.0 * bench.runs() as f64);
-    let title = bench.describe();
+    let title = format!("{}, run {round} of {}", bench.describe(), env.repeat);
     let mut shown = String::new();
     let status = p.wait(env.ctl, limit, |t| {
         let line = format!(
@@ -388,7 +406,7 @@ fn bench_once(
         .map_err(|e| DemoError::Failed(format!("{what} printed no result ({e}): {json:.200}")))?;
     for r in &record.runs {
         env.ctl.progress.step(&format!(
-            "  {} {} over {}: {:.1} Mbit/s, RTT {}",
+            "  {} {} over {} (run {round}): {:.1} Mbit/s, RTT {}",
             r.protocol,
             r.congestion,
             record.path,
