@@ -36,6 +36,7 @@
       snapshot_dir = cfg.snapshotDir;
       collectors = lib.mapAttrs (_: c: c.settings // {enabled = c.enable;}) cfg.collectors;
     }
+    // lib.optionalAttrs (cfg.http != {}) {inherit (cfg) http;}
     // lib.optionalAttrs (cfg.rollback.settings != {}) {rollback = cfg.rollback.settings;});
   # A typo in a collector or rollback setting fails the build, not the service.
   configFile = pkgs.runCommand "labnode.yaml" {} ''
@@ -195,6 +196,21 @@ in {
       type = lib.types.str;
       default = "127.0.0.1";
       description = "Address every collector's exporter binds to: loopback, or the WireGuard address for a remote Prometheus.";
+    };
+
+    http = lib.mkOption {
+      inherit (yaml) type;
+      default = {};
+      example = {
+        header_timeout = "5s";
+        idle_timeout = "60s";
+        max_connections = 512;
+      };
+      description = ''
+        What a client may hold of each collector's exporter, written as `http` in the labnode
+        configuration file: a whole-header deadline, an idle timeout and a connection cap that
+        closes the longest-idle connection first (docs/configuration.md). Checked at build time.
+      '';
     };
 
     snapshotDir = lib.mkOption {
@@ -431,6 +447,9 @@ in {
                 ];
                 Restart = "on-failure";
                 RestartSec = "5s";
+                # Above the default connection cap (512) with room for the collector's own
+                # files. The unit sets it: setrlimit is in the filtered @resources set.
+                LimitNOFILE = 8192;
               };
           }
       )

@@ -28,6 +28,20 @@ pub struct Config {
     pub collectors: Collectors,
     /// The system profile, health gates and bounds of `drill rollback` and `safe-switch`.
     pub rollback: Option<labnode_rollback::Config>,
+    /// What clients may hold of `labnode serve`.
+    pub http: Option<Http>,
+}
+
+/// The `http` section: the exporter's limits on its clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// A request's whole header must arrive within this (default 5s).
+    pub header_timeout: Option<config::Period<100, 600_000>>,
+    /// A connection quiet this long is closed (default 60s).
+    pub idle_timeout: Option<config::Period<100, 3_600_000>>,
+    /// Connections at most, 1 to 65536 (default 512); one more closes the longest-idle.
+    pub max_connections: Option<usize>,
 }
 
 impl Config {
@@ -53,6 +67,16 @@ impl Config {
         if let Some(r) = &self.rollback {
             r.check(path, text, "rollback")?;
         }
+        if let Some(n) = self.http.as_ref().and_then(|h| h.max_connections) {
+            if !(1..=65536).contains(&n) {
+                return Err(ConfigError::at_key(
+                    path,
+                    text,
+                    "http.max_connections",
+                    format!("{n} is not between 1 and 65536"),
+                ));
+            }
+        }
         if let Some(dir) = &self.snapshot_dir {
             if !dir.is_absolute() {
                 return Err(ConfigError::at_key(
@@ -64,6 +88,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The exporter's limits on its clients, defaults filled in.
+    pub fn http_limits(&self) -> labnode_core::http::Limits {
+        let d = labnode_core::http::Limits::default();
+        let h = self.http.clone().unwrap_or_default();
+        labnode_core::http::Limits {
+            header_timeout: h.header_timeout.map_or(d.header_timeout, |p| p.get()),
+            idle_timeout: h.idle_timeout.map_or(d.idle_timeout, |p| p.get()),
+            max_connections: h.max_connections.unwrap_or(d.max_connections),
+        }
     }
 
     /// The listen address.
@@ -174,6 +209,22 @@ mod tests {
         let cfg = check("collectors:\n  net:\n    interval: 1m\n").expect("valid");
         let net = cfg.collectors.net.as_ref().map(|n| n.deadline());
         assert_eq!(net, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn http_limits_are_checked_and_default() {
+        let e = check("http:\n  max_connections: 0\n").expect_err("0 connections");
+        assert_eq!(e.key.as_deref(), Some("http.max_connections"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = check("http:\n  idle_timeout: 2h\n").expect_err("over 1h");
+        assert_eq!(e.key.as_deref(), Some("http.idle_timeout"), "{e}");
+        let cfg = check("http:\n  header_timeout: 2s\n").expect("valid");
+        let l = cfg.http_limits();
+        assert_eq!(l.header_timeout, Duration::from_secs(2));
+        assert_eq!(
+            l.idle_timeout,
+            labnode_core::http::Limits::default().idle_timeout
+        );
     }
 
     #[test]

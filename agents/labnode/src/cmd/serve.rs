@@ -37,12 +37,36 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Raises the soft descriptor limit to the hard one (at most 65,536): a unit's default soft
+/// limit (1,024) is what a flood of connections exhausts first; `http.max_connections`
+/// bounds the rest.
+fn raise_descriptor_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max.min(65_536)
+        {
+            r.rlim_cur = r.rlim_max.min(65_536);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                tracing::warn!(
+                    "cannot raise the descriptor limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 /// `labnode serve`.
 pub fn serve(args: ServeArgs) -> Result<(), Failure> {
     let cfg = load_config(args.config.path.as_ref())?;
     let collectors = cfg.build(&args.collectors).map_err(Failure::usage)?;
     let listen = args.listen.unwrap_or_else(|| cfg.listen());
     let names: Vec<String> = collectors.iter().map(|c| c.name().to_owned()).collect();
+    raise_descriptor_limit();
     let rt = runtime()?;
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -59,7 +83,7 @@ pub fn serve(args: ServeArgs) -> Result<(), Failure> {
                 names.join(", ")
             }
         );
-        http::serve(listener, hub, shutdown_signal())
+        http::serve(listener, hub, cfg.http_limits(), shutdown_signal())
             .await
             .map_err(|e| Failure::runtime(format!("server failed: {e}")))
     });
