@@ -77,6 +77,17 @@ pub enum PromError {
         /// Why.
         why: String,
     },
+    /// An answer larger than the client reads.
+    #[error(
+        "Prometheus at {url} answered more than {limit} bytes, the most labnode report reads: \
+         narrow the range, take a longer --step or one --instance"
+    )]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The bound, in bytes.
+        limit: u64,
+    },
     /// No labnode series in the range.
     #[error("Prometheus has no series of the report's metrics in {range} (selector {selector})")]
     Empty {
@@ -141,7 +152,13 @@ pub struct Client {
     url: String,
     timeout: Duration,
     instance: Option<String>,
+    max_response: u64,
 }
+
+/// The most bytes one answer may hold: 11,000 steps of a few hundred series of the
+/// catalog's metrics stay well below it; a misbehaving or hostile server cannot make the
+/// report hold more.
+pub const MAX_RESPONSE: u64 = 256 << 20;
 
 impl Client {
     /// A client for `http://HOST[:PORT][/PREFIX]`; `instance` keeps only that node's series.
@@ -185,7 +202,15 @@ impl Client {
             url: url.trim_end_matches('/').to_owned(),
             timeout,
             instance,
+            max_response: MAX_RESPONSE,
         })
+    }
+
+    /// The same client reading at most `bytes` of one answer.
+    #[must_use]
+    pub fn with_max_response(mut self, bytes: u64) -> Self {
+        self.max_response = bytes;
+        self
     }
 
     /// The selector for every metric the catalog reads.
@@ -279,14 +304,18 @@ impl Client {
             .send_form(form.iter().copied())
             .map_err(failed)?;
         let status = resp.status().as_u16();
-        // A side of a long range is large; bounded well above what 11,000 steps of the
-        // catalog's series make.
         let bytes = resp
             .body_mut()
             .with_config()
-            .limit(1 << 30)
+            .limit(self.max_response)
             .read_to_vec()
-            .map_err(failed)?;
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(limit) => PromError::TooLarge {
+                    url: self.url.clone(),
+                    limit,
+                },
+                e => failed(e),
+            })?;
         if status != 200 {
             let message = serde_json::from_slice::<ApiResponse>(&bytes)
                 .ok()
@@ -516,6 +545,47 @@ mod tests {
         for bad in ["now", "200..100", "yesterday..now", "now-1x..now"] {
             assert!(parse_range(bad, now).is_err(), "{bad}");
         }
+    }
+
+    /// Serves one answer of `len` bytes (a JSON string that never ends) on a free port.
+    fn endless_answer(len: usize) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{{\"status\":\"success\",\"data\":\""
+                );
+                let chunk = [b'a'; 65536];
+                let mut sent = 0;
+                while sent < len && s.write_all(&chunk).is_ok() {
+                    sent += chunk.len();
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[test]
+    fn an_answer_past_the_bound_is_refused_and_says_so() {
+        let url = endless_answer(8 << 20);
+        let client = Client::new(&url, Duration::from_secs(10), None)
+            .expect("url")
+            .with_max_response(1 << 20);
+        let range = Range {
+            start: 1.0e9,
+            end: 1.0e9 + 600.0,
+        };
+        let e = client.side(range, None).expect_err("8 MiB > 1 MiB");
+        assert!(
+            matches!(e, PromError::TooLarge { limit, .. } if limit == 1 << 20),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("1048576 bytes"), "{e}");
     }
 
     #[test]
