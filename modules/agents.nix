@@ -5,9 +5,10 @@
 # `labnode net serve` probe endpoint.
 #
 # The snapshot store (`snapshotDir`) is written by root (drills, probes, `labnode collect`)
-# and only read by the collectors, which run as dynamic users: it is a root-owned 0755
-# directory made by tmpfiles, not a per-service StateDirectory (several DynamicUser units
-# sharing one StateDirectory would fight over its ownership).
+# and only read by the collectors, which run as dynamic users in the static group
+# `labnode`: it is a root:labnode 2750 directory made by tmpfiles (the host's facts are not
+# for every local user; new files take its group), not a per-service StateDirectory
+# (several DynamicUser units sharing one StateDirectory would fight over its ownership).
 {
   config,
   lib,
@@ -100,6 +101,8 @@
     # A filtered call fails with EPERM (a library can fall back) instead of killing the agent.
     SystemCallErrorNumber = "EPERM";
     UMask = "0077";
+    # Reads the snapshot store (root:labnode 2750).
+    SupplementaryGroups = ["labnode"];
   };
 
   # What a collector needs beyond that, and why.
@@ -418,8 +421,11 @@ in {
 
     systemd.tmpfiles.rules = [
       "d /var/lib/labnode 0755 root root -"
-      "d ${cfg.snapshotDir} 0755 root root -"
+      "d ${cfg.snapshotDir} 2750 root labnode -"
     ];
+    # Readers of the snapshot store: the collectors (SupplementaryGroups) and the users an
+    # administrator adds, for `labnode report --store`.
+    users.groups.labnode = {};
 
     systemd.services =
       lib.mapAttrs' (
@@ -551,6 +557,8 @@ in {
           serviceConfig =
             hardening
             // {
+              # The network-facing probe has no business with the snapshot store.
+              SupplementaryGroups = [];
               LoadCredential = ["token:${toString cfg.netServe.tokenFile}"];
               # The QUIC certificate, so its fingerprint (what clients pin) survives restarts:
               # sha256sum /var/lib/labnode-net-serve/cert.der, or the unit's "fingerprint" line.

@@ -157,6 +157,15 @@ in {
     assert c220g5.succeed("readlink -f /run/current-system").strip() == base
     c220g5.fail("test -e /etc/labnode-drill-test")
 
+    # The store holds the host's facts: root:labnode 2750, so the rollback collector (a
+    # dynamic user in group labnode) reads the drill and other local users do not.
+    assert c220g5.succeed("stat -c %a:%U:%G /var/lib/labnode/snapshots").strip() == "2750:root:labnode"
+    c220g5.wait_until_succeeds(
+        "curl -sf http://127.0.0.1:9470/metrics | grep -q '^labnode_rollback_last_success 1'",
+        timeout=60,
+    )
+    c220g5.fail("su -s /bin/sh nobody -c 'ls /var/lib/labnode/snapshots'")
+
     # ... and from another machine only SSH answers.
     outside.wait_for_unit("multi-user.target")
     outside.succeed("nc -z -w 5 c220g5 22")

@@ -1,11 +1,36 @@
 //! Writing a new file whole and durably, never replacing one: an unnamed `O_TMPFILE` inode
-//! linked into place, or a hidden temporary file renamed with `RENAME_NOREPLACE`.
+//! linked into place, or a hidden temporary file renamed with `RENAME_NOREPLACE`; and
+//! creating a directory durably, with the mode asked for.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+
+/// Creates `dir` and any missing parents with `mode` (less the umask), fsyncing the parent
+/// of each directory it creates, so the new name survives a crash as a file written into
+/// it does. Directories that exist are left as they are.
+pub fn create_dir_durably(dir: &Path, mode: u32) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(mode).create(d) {
+            Ok(()) => {}
+            // Another process made it between the check and here.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        let parent = match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
 /// Creates `dir/name` holding `bytes`, durably, failing with `AlreadyExists` if it exists.
 ///
 /// Uses an unnamed `O_TMPFILE` inode that is linked into place only once complete; where

@@ -11,14 +11,15 @@
 //!   `deadline`, their defaults and the section's own checks.
 //! - [`progress`] is the one progress display (a terminal, never a CI log);
 //!   [`signals`] notes termination signals instead of dying of them.
-//! - [`snapshot`] writes and reads snapshots (samples and records) crash-safely;
+//! - [`snapshot`] writes and reads snapshots (samples and records) crash-safely, with
+//!   [`files`] (a new file whole, a new directory durably);
 //!   [`host`] the host facts a snapshot carries.
 //!
 //! Used by every collector crate, the report (snapshots) and the `labnode` binary.
 
 pub mod collector;
 pub mod config;
-mod files;
+pub mod files;
 pub mod host;
 pub mod http;
 pub mod hub;

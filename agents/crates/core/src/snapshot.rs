@@ -373,9 +373,11 @@ impl Store {
 
     /// Writes `snap` as a new file and returns its path. Never replaces an existing file:
     /// the data reaches the disk (fsync) before the name appears, and the name appears
-    /// atomically, so a crash leaves either no file or a whole one.
+    /// atomically, so a crash leaves either no file or a whole one. A store that does not
+    /// exist yet is created 0750, its parent fsynced.
     pub fn write(&self, snap: &Snapshot) -> Result<PathBuf, SnapshotError> {
-        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        // The store holds the host's facts: not for every local user.
+        crate::files::create_dir_durably(&self.dir, 0o750).map_err(io_err(&self.dir))?;
         let mut bytes = serde_json::to_vec_pretty(snap).map_err(|e| SnapshotError::Io {
             path: self.dir.clone(),
             source: io::Error::other(e),
@@ -568,6 +570,29 @@ mod tests {
             a.file_name()
                 .is_some_and(|n| n.to_string_lossy().ends_with("-before.json"))
         );
+    }
+
+    #[test]
+    fn a_new_store_is_not_for_every_local_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path().join("var/lib/snaps");
+        let snap = Snapshot::from_runs("before", facts(&HostPaths::default()), &sample_runs())
+            .expect("snapshot");
+        Store::new(&dir).write(&snap).expect("write");
+        for d in [&dir, &t.path().join("var")] {
+            let mode = std::fs::metadata(d).expect("stat").permissions().mode() & 0o777;
+            // 0750 less a umask; never readable by others.
+            assert_eq!(mode & 0o007, 0, "{} is {mode:o}", d.display());
+            assert_eq!(mode & 0o700, 0o700, "{} is {mode:o}", d.display());
+        }
+        // An existing directory keeps its mode.
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Store::new(&open).write(&snap).expect("write");
+        let mode = std::fs::metadata(&open).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
     }
 
     #[test]

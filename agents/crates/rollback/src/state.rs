@@ -72,7 +72,8 @@ pub struct Lock {
 
 impl Lock {
     fn open(dir: &Path) -> Result<(File, PathBuf), StateError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Durably: a marker written into a directory whose own name a crash loses is lost.
+        labnode_core::files::create_dir_durably(dir, 0o700).map_err(io_err(dir))?;
         let path = dir.join("lock");
         let file = OpenOptions::new()
             .read(true)
@@ -271,7 +272,7 @@ impl StateDir {
 
     /// Writes the marker durably (replacing the previous one atomically).
     pub fn write_marker(&self, m: &Marker) -> Result<(), StateError> {
-        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        labnode_core::files::create_dir_durably(&self.dir, 0o700).map_err(io_err(&self.dir))?;
         let p = self.marker_path();
         let tmp = self.dir.join(format!(".{MARKER_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(m).map_err(|e| StateError::BadMarker {
