@@ -25,11 +25,8 @@
     if config.labnode.wireguard.enable or false
     then config.labnode.wireguard.interface
     else null;
-  # Whether netServe.listen's host is a wildcard address (every interface).
-  netServeWildcard = let
-    host = lib.removeSuffix "]" (lib.removePrefix "[" (lib.concatStringsSep ":" (lib.init (lib.splitString ":" cfg.netServe.listen))));
-  in
-    lib.elem host ["" "0.0.0.0" "::" "0:0:0:0:0:0:0:0" "*"];
+  # Whether netServe.listen binds every interface (the address parsed, not compared).
+  netServeWildcard = (import ./lib/address.nix).isWildcard cfg.netServe.listen;
   # labnode's safe-switch state directory (config.rs DEFAULT_STATE_DIR unless set).
   stateDir = cfg.rollback.settings.state_dir or "/var/lib/labnode/safe-switch";
 
