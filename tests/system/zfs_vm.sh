@@ -145,7 +145,7 @@ jq -e '.records[0].kind == "zfs_drill" and .records[0].data.verified == .records
   and .records[0].data.deleted > 0 and .records[0].data.overwritten > 0' "$vm/drill-snapshot.json" >/dev/null ||
   fail "drill record: $(jq -c .records "$vm/drill-snapshot.json")"
 note "drill: $(head -n 1 "$vm/drill.out")"
-note "drill refusals: non-scratch exits 2, a concurrent second drill exits 1 (asserted in the guest)"
+note "drill refusals: non-scratch, inherited scratch and protected exit 2, a second drill on the pool exits 1 (asserted in the guest)"
 jq -e '.collectors[0].up == false and (.collectors[0].error | test("ZFS modules"))' "$vm/nozfs.json" >/dev/null ||
   fail "without /dev/zfs: $(jq -c .collectors "$vm/nozfs.json")"
 jq -e '.samples | map(select(.metric == "labnode_zfs_snapshots" and .labels.dataset == "tank/a")) | .[0].value == 80' \

@@ -70,6 +70,7 @@ const VARS: &[&str] = &[
     "ZFS_MAXPROPLEN",
     "ZPOOL_MAXPROPLEN",
     "ZPROP_VALUE",
+    "ZPROP_SOURCE",
     "NV_UNIQUE_NAME",
 ];
 

@@ -272,13 +272,9 @@ pub struct DrillZfsArgs {
     /// Bytes per file.
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=(1 << 34)))]
     pub file_size: u64,
-    /// Lock file that keeps two drills from running at once.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/run/lock/labnode-zfs-drill.lock"
-    )]
-    pub lock_file: PathBuf,
+    /// Directory of the per-pool locks (labnode-zfs-drill.POOL.lock): one drill per pool.
+    #[arg(long, value_name = "DIR", default_value = "/run/lock")]
+    pub lock_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

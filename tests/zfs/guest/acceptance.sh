@@ -83,25 +83,50 @@ until scrape /tmp/m.prom && grep -q '^labnode_zfs_snapshots{' /tmp/m.prom; do
 done
 
 step "drill: refusals"
-if labnode drill zfs --dataset tank/a --out "$S" >$R/drill-refused.out 2>&1; then fail "drilled a non-scratch dataset"; fi
+if labnode drill zfs --dataset tank/b --out "$S" >$R/drill-refused.out 2>&1; then fail "drilled a non-scratch dataset"; fi
 rc=0
-labnode drill zfs --dataset tank/a --out "$S" >/dev/null 2>&1 || rc=$?
+labnode drill zfs --dataset tank/b --out "$S" >/dev/null 2>&1 || rc=$?
 [ $rc = 2 ] || fail "non-scratch refusal exited $rc, want 2"
 grep -q 'labnode:scratch=on' $R/drill-refused.out || fail "refusal does not say why: $(cat $R/drill-refused.out)"
-# A second drill while one runs.
+# refuse DATASET WANT: the drill exits 2 and its message holds WANT.
+refuse() {
+  rc=0
+  labnode drill zfs --dataset "$1" --out "$S" >$R/drill-refused.out 2>&1 || rc=$?
+  [ $rc = 2 ] || fail "drill of $1 exited $rc, want 2: $(cat $R/drill-refused.out)"
+  grep -q "$2" $R/drill-refused.out || fail "drill of $1: want '$2': $(cat $R/drill-refused.out)"
+}
+# A child of a scratch dataset inherits labnode:scratch=on: it is not scratch itself.
+zfs create tank/scratch/child
+[ "$(zfs get -H -o source labnode:scratch tank/scratch/child)" = "inherited from tank/scratch" ] ||
+  fail "the child does not inherit the mark"
+refuse tank/scratch/child 'inherited from tank/scratch'
+# Protected wins over scratch, set on the dataset or inherited.
+zfs create -o labnode:scratch=on -o labnode:protected=on tank/guarded
+refuse tank/guarded 'protected (labnode:protected=on, set on tank/guarded)'
+zfs create -o labnode:scratch=on tank/a/sub
+refuse tank/a/sub 'protected (labnode:protected=on, set on tank/a)'
+zfs destroy tank/scratch/child
+zfs destroy tank/guarded
+zfs destroy tank/a/sub
+# One drill per pool: a second, on the same dataset or on another of the same pool, is
+# refused while the first runs.
+zfs create -o labnode:scratch=on tank/scratch2
 labnode drill zfs --dataset tank/scratch --files 16 --file-size 2097152 --out "$S" --label concurrent >$R/drill-first.out 2>&1 &
 first=$!
 n=0
-until grep -q pid /run/lock/labnode-zfs-drill.lock 2>/dev/null; do
+until grep -q pid /run/lock/labnode-zfs-drill.tank.lock 2>/dev/null; do
   n=$((n + 1))
-  [ $n -lt 200 ] || fail "the first drill never took its lock"
+  [ $n -lt 200 ] || fail "the first drill never took its pool's lock"
   sleep 0.05
 done
-rc=0
-labnode drill zfs --dataset tank/scratch --out "$S" >$R/drill-second.out 2>&1 || rc=$?
-[ $rc = 1 ] || fail "a second concurrent drill exited $rc, want 1: $(cat $R/drill-second.out)"
-grep -q 'another ZFS drill is running' $R/drill-second.out || fail "second drill: $(cat $R/drill-second.out)"
+for ds in tank/scratch tank/scratch2; do
+  rc=0
+  labnode drill zfs --dataset $ds --out "$S" >$R/drill-second.out 2>&1 || rc=$?
+  [ $rc = 1 ] || fail "a second concurrent drill of $ds exited $rc, want 1: $(cat $R/drill-second.out)"
+  grep -q 'another ZFS drill is running on this pool' $R/drill-second.out || fail "second drill of $ds: $(cat $R/drill-second.out)"
+done
 wait $first || fail "the first drill failed: $(cat $R/drill-first.out)"
+zfs destroy tank/scratch2
 
 step "drill"
 labnode drill zfs --dataset tank/scratch --files 48 --file-size 262144 --out "$S" --label acceptance >$R/drill.out 2>$R/drill.err ||

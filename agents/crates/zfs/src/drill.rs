@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use labnode_core::{Metrics, Unit};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{DatasetInfo, PROP_PROTECTED, PROP_SCRATCH};
+
 /// The record kind drills write and the collector reads.
 pub const RECORD_KIND: labnode_core::snapshot::RecordKind =
     labnode_core::snapshot::RecordKind::ZfsDrill;
@@ -176,6 +178,51 @@ pub fn timed<T>(phases: &mut BTreeMap<String, f64>, phase: &str, f: impl FnOnce(
     out
 }
 
+/// Why a dataset may not be drilled, from its properties alone (nothing was touched).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The dataset, or an ancestor, is protected: its snapshots are what the RPO alerts
+    /// watch, and the drill destroys snapshots.
+    #[error(
+        "it is protected ({PROP_PROTECTED}=on, set on {set_on}); a dataset made for the drill is never protected"
+    )]
+    Protected {
+        /// The dataset that sets the property.
+        set_on: String,
+    },
+    /// `labnode:scratch` is not `on`.
+    #[error(
+        "the drill destroys the contents of the dataset it runs on, so it needs the user property {PROP_SCRATCH}=on set on the dataset itself (it has {0}); mark a dataset made for this: zfs set {PROP_SCRATCH}=on DATASET"
+    )]
+    NotScratch(String),
+    /// `labnode:scratch=on` comes from an ancestor, not the dataset itself.
+    #[error(
+        "{PROP_SCRATCH}=on is inherited from {from}, not set on the dataset itself: a child of a scratch dataset is not scratch unless marked (zfs set {PROP_SCRATCH}=on DATASET)"
+    )]
+    Inherited {
+        /// The ancestor that sets it.
+        from: String,
+    },
+}
+
+/// Whether `info` may be drilled: never when it is protected (set here or inherited),
+/// only when `labnode:scratch=on` is set on the dataset itself.
+pub fn refusal(info: &DatasetInfo) -> Option<Refusal> {
+    if let Some(p) = info.protected.as_ref().filter(|p| p.is_on()) {
+        return Some(Refusal::Protected {
+            set_on: p.set_on.clone(),
+        });
+    }
+    match &info.scratch {
+        Some(s) if s.is_on() && s.set_on == info.name => None,
+        Some(s) if s.is_on() => Some(Refusal::Inherited {
+            from: s.set_on.clone(),
+        }),
+        Some(s) => Some(Refusal::NotScratch(format!("{PROP_SCRATCH}={}", s.value))),
+        None => Some(Refusal::NotScratch("no value".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +287,66 @@ mod tests {
         assert_ne!(a, c);
         DataGen::for_file(0).fill(true, &mut a);
         assert!(a.starts_with(b"2026-01-01T00:00:"));
+    }
+
+    fn info(
+        name: &str,
+        scratch: Option<(&str, &str)>,
+        protected: Option<(&str, &str)>,
+    ) -> DatasetInfo {
+        let prop = |(value, set_on): (&str, &str)| crate::model::UserProp {
+            value: value.into(),
+            set_on: set_on.into(),
+        };
+        DatasetInfo {
+            name: name.into(),
+            kind: crate::model::DatasetKind::Filesystem,
+            used: 0,
+            available: 0,
+            referenced: 0,
+            logical_used: 0,
+            compress_ratio_percent: 100,
+            protected: protected.map(prop),
+            scratch: scratch.map(prop),
+            mountpoint: Some(format!("/{name}")),
+        }
+    }
+
+    #[test]
+    fn only_a_dataset_marked_scratch_itself_and_not_protected_is_drilled() {
+        let ds = "tank/scratch";
+        assert_eq!(refusal(&info(ds, Some(("on", ds)), None)), None);
+        // Inherited from the parent: refused, naming it.
+        let child = "tank/scratch/child";
+        assert_eq!(
+            refusal(&info(child, Some(("on", ds)), None)),
+            Some(Refusal::Inherited { from: ds.into() })
+        );
+        // Received is not local either.
+        assert!(matches!(
+            refusal(&info(ds, Some(("on", "$recvd")), None)),
+            Some(Refusal::Inherited { .. })
+        ));
+        assert!(matches!(
+            refusal(&info(ds, Some(("off", ds)), None)),
+            Some(Refusal::NotScratch(v)) if v.ends_with("=off")
+        ));
+        assert!(matches!(
+            refusal(&info(ds, None, None)),
+            Some(Refusal::NotScratch(_))
+        ));
+        // Protected wins over scratch, set here or inherited.
+        for set_on in [ds, "tank"] {
+            assert_eq!(
+                refusal(&info(ds, Some(("on", ds)), Some(("on", set_on)))),
+                Some(Refusal::Protected {
+                    set_on: set_on.into()
+                })
+            );
+        }
+        assert_eq!(
+            refusal(&info(ds, Some(("on", ds)), Some(("off", ds)))),
+            None
+        );
     }
 }

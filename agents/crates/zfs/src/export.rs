@@ -3,7 +3,7 @@
 
 use labnode_core::{Metrics, Unit};
 
-use crate::model::{DatasetInfo, PoolInfo, SnapshotSummary};
+use crate::model::{DatasetInfo, PoolInfo, SnapshotSummary, UserProp};
 
 /// The pool states `labnode_zfs_pool_state` always has a series for (0 or 1).
 pub const POOL_STATES: [&str; 7] = [
@@ -228,7 +228,7 @@ pub fn datasets(m: &mut Metrics, datasets: &[DatasetInfo]) {
             "1 if the dataset has labnode:protected=on (under a snapshot policy; RPO alerting applies).",
             Unit::Info,
         )
-        .push(&labels, if d.protected.as_deref() == Some("on") { 1.0 } else { 0.0 });
+        .push(&labels, if d.protected.as_ref().is_some_and(UserProp::is_on) { 1.0 } else { 0.0 });
     }
 }
 
@@ -390,7 +390,10 @@ mod tests {
             referenced: 30,
             logical_used: 40,
             compress_ratio_percent: 215,
-            protected: protected.map(Into::into),
+            protected: protected.map(|v| UserProp {
+                value: v.into(),
+                set_on: name.into(),
+            }),
             scratch: None,
             mountpoint: None,
         }

@@ -134,11 +134,11 @@ impl Dataset<'_> {
         unsafe { sys::zfs_prop_get_int(self.d.as_ptr(), prop) }
     }
 
-    /// The value of a user property (`module:name`), from any source.
-    fn user_prop(&self, name: &str) -> Option<String> {
+    /// A user property (`module:name`), set here or inherited, with where it is set.
+    fn user_prop(&self, name: &str) -> Option<UserProp> {
         let key = CString::new(name).ok()?;
         // SAFETY: the handle is open; the nvlist it returns belongs to the handle and is
-        // only read here, with the value copied out before the handle can close.
+        // only read here, with the strings copied out before the handle can close.
         unsafe {
             let props = sys::zfs_get_user_props(self.d.as_ptr());
             if props.is_null() {
@@ -148,9 +148,16 @@ impl Dataset<'_> {
             if sys::nvlist_lookup_nvlist(props, key.as_ptr(), &mut entry) != 0 {
                 return None;
             }
-            let mut value: *const c_char = ptr::null();
-            let rc = sys::nvlist_lookup_string(entry, sys::ZPROP_VALUE.as_ptr().cast(), &mut value);
-            if rc != 0 { None } else { copy_str(value) }
+            let string = |field: &[u8]| {
+                let mut v: *const c_char = ptr::null();
+                let rc = sys::nvlist_lookup_string(entry, field.as_ptr().cast(), &mut v);
+                if rc != 0 { None } else { copy_str(v) }
+            };
+            Some(UserProp {
+                value: string(sys::ZPROP_VALUE)?,
+                // The kernel always sends a source; an entry without one is not local.
+                set_on: string(sys::ZPROP_SOURCE).unwrap_or_default(),
+            })
         }
     }
 
@@ -169,7 +176,7 @@ impl Dataset<'_> {
     }
 }
 
-use crate::model::{PROP_PROTECTED, PROP_SCRATCH};
+use crate::model::{PROP_PROTECTED, PROP_SCRATCH, UserProp};
 
 /// Collects handles from a libzfs iterator callback; processing happens after the
 /// iterator returns, so no Rust code with panics or allocation failures runs inside C.

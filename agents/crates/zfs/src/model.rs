@@ -99,12 +99,29 @@ pub struct DatasetInfo {
     pub logical_used: u64,
     /// `compressratio` times 100 (ZFS keeps it as an integer: 215 is 2.15x).
     pub compress_ratio_percent: u64,
-    /// `labnode:protected` (a user property), when set.
-    pub protected: Option<String>,
-    /// `labnode:scratch` (a user property), when set.
-    pub scratch: Option<String>,
+    /// `labnode:protected` (a user property), when set here or inherited.
+    pub protected: Option<UserProp>,
+    /// `labnode:scratch` (a user property), when set here or inherited.
+    pub scratch: Option<UserProp>,
     /// Where it is mounted, when it is.
     pub mountpoint: Option<String>,
+}
+
+/// A user property's value and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProp {
+    /// The value.
+    pub value: String,
+    /// The dataset that sets it: the dataset itself when set locally, an ancestor when
+    /// inherited, `$recvd` when received (`zfs get`'s SOURCE column is made from this).
+    pub set_on: String,
+}
+
+impl UserProp {
+    /// Whether the value is `on`.
+    pub fn is_on(&self) -> bool {
+        self.value == "on"
+    }
 }
 
 impl DatasetInfo {

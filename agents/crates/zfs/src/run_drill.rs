@@ -7,28 +7,33 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::drill::{DataGen, DrillResult, timed};
+use crate::drill::{DataGen, DrillResult, Refusal, refusal, timed};
 use crate::libzfs::{LibZfs, ZfsError};
-use crate::model::PROP_SCRATCH;
 
 /// The directory the drill writes inside the dataset's mount point.
 pub const DRILL_DIR: &str = ".labnode-drill";
 /// The drill's snapshots are named `DATASET@labnode-drill-<unix ms>`.
 pub const SNAPSHOT_PREFIX: &str = "labnode-drill-";
-/// Where the lock that keeps two drills apart lives by default.
-pub const DEFAULT_LOCK: &str = "/run/lock/labnode-zfs-drill.lock";
+/// Where the per-pool locks that keep two drills apart live by default.
+pub const DEFAULT_LOCK_DIR: &str = "/run/lock";
+
+/// The lock of `pool` in `dir`: one drill per pool at a time, so no drill destroys the
+/// snapshots or files of another, whatever dataset of the pool each was given.
+pub fn lock_path(dir: &Path, pool: &str) -> PathBuf {
+    dir.join(format!("labnode-zfs-drill.{pool}.lock"))
+}
 
 /// How to run the drill.
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
-    /// `pool/fs`: must have `labnode:scratch=on`.
+    /// `pool/fs`: must have `labnode:scratch=on` set on itself, and not be protected.
     pub dataset: String,
     /// Files to write.
     pub files: u64,
     /// Bytes per file.
     pub file_size: u64,
-    /// The lock file.
-    pub lock: PathBuf,
+    /// The directory of the per-pool lock files ([`lock_path`]).
+    pub lock_dir: PathBuf,
     /// Where each phase is shown (a terminal; nothing in CI logs).
     pub progress: labnode_core::progress::Progress,
 }
@@ -36,21 +41,21 @@ pub struct DrillOptions {
 /// Why the drill did not start (nothing was touched).
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
-    /// The dataset is not marked scratch.
-    #[error(
-        "refusing to drill {dataset}: the drill destroys the contents of the dataset it runs on, so it needs the user property {PROP_SCRATCH}=on (it has {value}); mark a dataset made for this: zfs set {PROP_SCRATCH}=on {dataset}"
-    )]
-    NotScratch {
+    /// The dataset may not be drilled: not marked scratch itself, or protected.
+    #[error("refusing to drill {dataset}: {why}")]
+    Refused {
         /// The dataset.
         dataset: String,
-        /// Its current value, or `no value`.
-        value: String,
+        /// Why.
+        why: Refusal,
     },
     /// The dataset is a volume or not mounted.
     #[error("cannot drill {0}: it is not a mounted file system")]
     NotMounted(String),
-    /// Another drill holds the lock.
-    #[error("another ZFS drill is running ({holder}; lock {path}): refusing to run two at once")]
+    /// Another drill holds the pool's lock.
+    #[error(
+        "another ZFS drill is running on this pool ({holder}; lock {path}): refusing to run two at once"
+    )]
     Busy {
         /// The lock file.
         path: PathBuf,
@@ -74,10 +79,7 @@ impl DrillError {
     /// Whether the operator asked for something that cannot be done (exit code 2) rather
     /// than something failing while running (exit code 1).
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            DrillError::NotScratch { .. } | DrillError::NotMounted(_)
-        )
+        matches!(self, DrillError::Refused { .. } | DrillError::NotMounted(_))
     }
 }
 
@@ -132,19 +134,16 @@ fn file_name(i: u64) -> String {
 pub fn run(opts: &DrillOptions) -> Result<DrillResult, DrillError> {
     let lib = LibZfs::open()?;
     let info = lib.dataset(&opts.dataset)?;
-    if info.scratch.as_deref() != Some("on") {
-        return Err(DrillError::NotScratch {
+    if let Some(why) = refusal(&info) {
+        return Err(DrillError::Refused {
             dataset: opts.dataset.clone(),
-            value: info
-                .scratch
-                .clone()
-                .map_or_else(|| "no value".into(), |v| format!("{PROP_SCRATCH}={v}")),
+            why,
         });
     }
     let Some(mountpoint) = info.mountpoint.clone() else {
         return Err(DrillError::NotMounted(opts.dataset.clone()));
     };
-    let _lock = take_lock(&opts.lock)?;
+    let _lock = take_lock(&lock_path(&opts.lock_dir, info.pool()))?;
     let say = |msg: &str| opts.progress.step(&format!("drill zfs: {msg}"));
     let dir = Path::new(&mountpoint).join(DRILL_DIR);
     let started = unix_now();

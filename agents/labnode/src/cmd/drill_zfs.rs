@@ -18,7 +18,7 @@ pub fn run(args: DrillZfsArgs, snapshot_dir: PathBuf) -> Result<(), (u8, String)
         dataset: args.dataset,
         files: args.files,
         file_size: args.file_size,
-        lock: args.lock_file,
+        lock_dir: args.lock_dir,
         progress: labnode_core::progress::Progress::detect(),
     };
     let result =
