@@ -63,6 +63,7 @@ for want in "^labnode demo on .*: measured before and after in" "^  link: *a WAN
   grep -Eq "$want" "$T/out.txt" || fail "the summary has no line like \"$want\": $(cat "$T/out.txt")"
 done
 sed 's/^/    | /' "$T/out.txt"
+note "demo summary: $(grep -E '^  rows:' "$T/out.txt" | sed 's/^  rows: *//')"
 
 J="$T/demo/report.json"
 for f in report.md report.html report.json; do [ -s "$T/demo/$f" ] || fail "no $f"; done
