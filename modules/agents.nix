@@ -68,72 +68,9 @@
     };
   };
 
-  # What every collector service gets: no privileges, a read-only system, no devices.
-  hardening = {
-    DynamicUser = true;
-    NoNewPrivileges = true;
-    CapabilityBoundingSet = "";
-    AmbientCapabilities = "";
-    ProtectSystem = "strict";
-    ProtectHome = true;
-    PrivateTmp = true;
-    PrivateDevices = true;
-    PrivateUsers = true;
-    ProtectKernelTunables = true;
-    ProtectKernelModules = true;
-    ProtectKernelLogs = true;
-    ProtectControlGroups = true;
-    ProtectClock = true;
-    ProtectHostname = true;
-    ProtectProc = "invisible";
-    RestrictNamespaces = true;
-    RestrictRealtime = true;
-    RestrictSUIDSGID = true;
-    LockPersonality = true;
-    MemoryDenyWriteExecute = true;
-    RemoveIPC = true;
-    RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX"];
-    SystemCallArchitectures = "native";
-    SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
-    # A filtered call fails with EPERM (a library can fall back) instead of killing the agent.
-    SystemCallErrorNumber = "EPERM";
-    UMask = "0077";
-    # Reads the snapshot store (root:labnode 2750).
-    SupplementaryGroups = ["labnode"];
-  };
-
-  # What a collector needs beyond that, and why.
-  needs = {
-    # NVML opens /dev/nvidiactl, /dev/nvidia0..N, /dev/nvidia-uvm and /dev/nvidia-caps/*
-    # (device groups nvidia-frontend, nvidia-uvm, nvidia-caps, ...) and loads
-    # libnvidia-ml from /run/opengl-driver/lib. The driver checks the caller's
-    # namespaces, and its library may map code at run time.
-    gpu = {
-      PrivateDevices = false;
-      DevicePolicy = "closed";
-      DeviceAllow = ["char-nvidia* rw"];
-      PrivateUsers = false;
-      MemoryDenyWriteExecute = false;
-    };
-    # libzfs opens /dev/zfs read-write and reads /proc/self/mounts and /etc/zfs; ZFS hides
-    # every dataset from a process in a user namespace it was not delegated to, so no
-    # PrivateUsers. Read-only ioctls need no capability.
-    zfs = {
-      PrivateDevices = false;
-      DevicePolicy = "closed";
-      DeviceAllow = ["/dev/zfs rw"];
-      PrivateUsers = false;
-    };
-    # WireGuard over generic netlink: WG_CMD_GET_DEVICE needs CAP_NET_ADMIN in the host's
-    # user namespace. (The wireguard-go fallback, /var/run/wireguard/<if>.sock, is
-    # root-only; on NixOS the kernel implementation is used.)
-    net = {
-      PrivateUsers = false;
-      CapabilityBoundingSet = "CAP_NET_ADMIN";
-      AmbientCapabilities = "CAP_NET_ADMIN";
-      RestrictAddressFamilies = ["AF_INET" "AF_INET6" "AF_UNIX" "AF_NETLINK"];
-    };
-  };
+  # What every collector service gets, and what each needs beyond that (modules/lib/units.nix,
+  # which tests/nix/unit-security scores offline with systemd-analyze security).
+  inherit (import ./lib/units.nix) hardening needs;
 
   # Every collector labnode knows and its default port: the export of the binary's
   # collector registry (agents/labnode/src/collectors.rs; a cargo test keeps it in step).
@@ -196,6 +133,20 @@ in {
       type = lib.types.str;
       default = "127.0.0.1";
       description = "Address every collector's exporter binds to: loopback, or the WireGuard address for a remote Prometheus.";
+    };
+
+    scrapers = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default =
+        ["localhost"]
+        ++ lib.optional (wgInterface != null && cfg.listenAddress == config.labnode.wireguard.address)
+        "${config.labnode.wireguard.address}/${toString config.labnode.wireguard.prefixLength}";
+      defaultText = lib.literalMD "`localhost`, and the WireGuard network when `listenAddress` is this node's WireGuard address";
+      example = ["localhost" "10.77.0.0/24"];
+      description = ''
+        The only addresses the collectors' units exchange packets with (systemd's
+        `IPAddressAllow`, every other address denied): the Prometheus servers that scrape them.
+      '';
     };
 
     http = lib.mkOption {
@@ -450,9 +401,7 @@ in {
                 ];
                 Restart = "on-failure";
                 RestartSec = "5s";
-                # Above the default connection cap (512) with room for the collector's own
-                # files. The unit sets it: setrlimit is in the filtered @resources set.
-                LimitNOFILE = 8192;
+                IPAddressAllow = cfg.scrapers;
               };
           }
       )
@@ -556,6 +505,9 @@ in {
             // {
               # The network-facing probe has no business with the snapshot store.
               SupplementaryGroups = [];
+              # Only the clients it accepts; socket buffers of two tests at once.
+              IPAddressAllow = ["localhost"] ++ cfg.netServe.allow;
+              MemoryMax = "256M";
               LoadCredential = ["token:${toString cfg.netServe.tokenFile}"];
               # The QUIC certificate, so its fingerprint (what clients pin) survives restarts:
               # sha256sum /var/lib/labnode-net-serve/cert.der, or the unit's "fingerprint" line.

@@ -166,6 +166,16 @@ in {
     )
     c220g5.fail("su -s /bin/sh nobody -c 'ls /var/lib/labnode/snapshots'")
 
+    # The deployed units' hardening, scored by NixOS's systemd (docs/nixos/hardening.md
+    # lists the offline scores); none worse than OK. The root units (drill, recovery,
+    # upgrade) switch the system and are not scored.
+    for unit in c220g5.succeed("systemctl list-units --plain --no-legend 'labnode-*.service' | cut -d' ' -f1").split():
+        if c220g5.succeed(f"systemctl show -p DynamicUser --value {unit}").strip() != "yes":
+            continue
+        line = c220g5.succeed(f"systemd-analyze security --no-pager {unit} | tail -n 1").strip()
+        print(line)
+        assert any(w in line for w in ("PERFECT", "SAFE", "OK")), line
+
     # ... and from another machine only SSH answers.
     outside.wait_for_unit("multi-user.target")
     outside.succeed("nc -z -w 5 c220g5 22")
