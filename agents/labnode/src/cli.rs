@@ -52,7 +52,7 @@ pub enum Command {
     Report(Box<ReportArgs>),
     /// Active network probe: `net serve` on one end, `net bench` on the other.
     #[command(subcommand)]
-    Net(labnode_netprobe::cli::NetCommand),
+    Net(NetCommand),
     /// Drills: measure a recovery by doing it, then put everything back.
     #[command(subcommand)]
     Drill(DrillCommand),
@@ -133,6 +133,102 @@ pub enum ConfigCommand {
         /// The file to check.
         file: PathBuf,
     },
+}
+
+/// `labnode net ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetCommand {
+    /// Serve throughput tests to allowed clients that present the token. Prints the QUIC
+    /// certificate's SHA-256 fingerprint for `net bench --fingerprint`.
+    Serve(NetServeArgs),
+    /// Measure throughput, RTT under load, retransmits and CPU per gigabit against a
+    /// `net serve`, for each TCP and QUIC congestion control asked for; prints a table (or
+    /// JSON) and writes one snapshot with a `net_bench` record.
+    Bench(NetBenchArgs),
+}
+
+impl NetCommand {
+    /// The `--config` file, if the subcommand takes one.
+    pub fn config(&self) -> Option<&PathBuf> {
+        match self {
+            NetCommand::Serve(_) => None,
+            NetCommand::Bench(b) => b.config.as_ref(),
+        }
+    }
+}
+
+/// `labnode net serve`.
+#[derive(Debug, Args)]
+pub struct NetServeArgs {
+    /// Address to listen on (TCP; QUIC tests get UDP ports on the same address). Bind the
+    /// WireGuard or lab address, not 0.0.0.0, unless every network there is trusted.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// File holding the shared token (at least 16 bytes, one line).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// Clients allowed to run tests: addresses or CIDR ranges, comma-separated, repeatable.
+    #[arg(long, value_name = "CIDR[,CIDR...]", required = true)]
+    pub allow: Vec<String>,
+    /// The longest test accepted, in seconds (above 0, at most 3600).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub max_duration: f64,
+    /// Tests that may run at once; more are refused as busy.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_tests: usize,
+    /// Streams one test may use.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_streams: u32,
+    /// Keep the QUIC certificate in DIR (cert.der, key.der), so its fingerprint survives
+    /// restarts. Default: a new certificate at every start.
+    #[arg(long, value_name = "DIR")]
+    pub identity: Option<PathBuf>,
+    /// UDP ports QUIC tests may use, e.g. 9472-9479, so a firewall can open exactly these
+    /// (at least --max-tests of them). Default: any ephemeral port.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = labnode_netprobe::run::parse_port_range)]
+    pub quic_ports: Option<(u16, u16)>,
+}
+
+/// `labnode net bench`.
+#[derive(Debug, Args)]
+pub struct NetBenchArgs {
+    /// The `net serve` to test against, e.g. 10.0.0.2:9470.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: SocketAddr,
+    /// File holding the shared token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// TCP congestion controls to test, set per socket (default cubic,bbr when neither
+    /// --tcp nor --quic is given).
+    #[arg(long, value_name = "CC[,CC...]", value_delimiter = ',')]
+    pub tcp: Vec<String>,
+    /// QUIC congestion controls to test (cubic, bbr, newreno); needs --fingerprint.
+    #[arg(long, value_name = "CC[,CC...]", value_delimiter = ',')]
+    pub quic: Vec<String>,
+    /// Parallel streams (TCP connections, or QUIC streams on one connection).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub streams: u32,
+    /// Seconds each test sends for (above 0, at most 3600).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// The server certificate's SHA-256 fingerprint, as `net serve` printed it.
+    #[arg(long, value_name = "HEX")]
+    pub fingerprint: Option<String>,
+    /// Name of the network path, e.g. direct or wireguard (the `path` label).
+    #[arg(long, value_name = "NAME", default_value = "direct")]
+    pub path: String,
+    /// Print the results as JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Label of the snapshot.
+    #[arg(long, value_name = "NAME", default_value = "net-bench")]
+    pub label: String,
+    /// Snapshot directory; default: the config's snapshot_dir.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Configuration file (YAML), for snapshot_dir.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `--config FILE`: the same flag on every command that reads a configuration.

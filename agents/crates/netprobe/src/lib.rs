@@ -6,13 +6,15 @@
 //! The parts: [`server`] (accepts only allowlisted clients, a token proven by HMAC over a
 //! nonce, caps on duration, streams and tests), [`client`] (runs a [`client::Plan`]),
 //! [`quic`], [`wire`] (the request and result lines), [`access`] (token and allowlist),
-//! [`sys`] (socket options, congestion controls) and [`cli`] (the clap types and `run`).
-//! Used by the `labnode` binary (`net serve`, `net bench`) and by `labnode demo`.
+//! [`sys`] (socket options, congestion controls) and [`run`] (the two commands, from
+//! plain [`run::ServeOptions`] and [`run::BenchOptions`]: checks, progress, the table).
+//! Used by the `labnode` binary, which parses the flags (`net serve`, `net bench`), and by
+//! `labnode demo`.
 
 pub mod access;
-pub mod cli;
 pub mod client;
 pub mod quic;
+pub mod run;
 pub mod server;
 pub mod sys;
 pub mod wire;

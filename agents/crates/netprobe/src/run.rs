@@ -1,4 +1,6 @@
-//! The `labnode net serve` and `labnode net bench` subcommands.
+//! What `labnode net serve` and `labnode net bench` do, from plain options: check them,
+//! run the server or the tests (progress on a terminal), print and store the results. The
+//! `labnode` binary parses the flags into [`ServeOptions`] and [`BenchOptions`].
 
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -7,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
 use labnode_core::host::{self, HostPaths};
 use labnode_core::snapshot::{self, Snapshot, Store};
 use labnode_net::probe::{self, BenchRecord, RunResult};
@@ -17,62 +18,30 @@ use crate::client::{self, BenchError, Plan};
 use crate::quic::{self, Identity};
 use crate::server::{Server, Settings};
 
-/// `labnode net ...`.
-#[derive(Debug, Subcommand)]
-pub enum NetCommand {
-    /// Serve throughput tests to allowed clients that present the token. Prints the QUIC
-    /// certificate's SHA-256 fingerprint for `net bench --fingerprint`.
-    Serve(ServeArgs),
-    /// Measure throughput, RTT under load, retransmits and CPU per gigabit against a
-    /// `net serve`, for each TCP and QUIC congestion control asked for; prints a table (or
-    /// JSON) and writes one snapshot with a `net_bench` record.
-    Bench(BenchArgs),
-}
-
-impl NetCommand {
-    /// The `--config` file, if the subcommand takes one.
-    pub fn config(&self) -> Option<&PathBuf> {
-        match self {
-            NetCommand::Serve(_) => None,
-            NetCommand::Bench(b) => b.config.as_ref(),
-        }
-    }
-}
-
-/// `labnode net serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on (TCP; QUIC tests get UDP ports on the same address). Bind the
-    /// WireGuard or lab address, not 0.0.0.0, unless every network there is trusted.
-    #[arg(long, value_name = "ADDR")]
+/// What `labnode net serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on (TCP; QUIC tests get UDP ports on the same address).
     pub listen: SocketAddr,
     /// File holding the shared token (at least 16 bytes, one line).
-    #[arg(long, value_name = "FILE")]
     pub token_file: PathBuf,
-    /// Clients allowed to run tests: addresses or CIDR ranges, comma-separated, repeatable.
-    #[arg(long, value_name = "CIDR[,CIDR...]", required = true)]
+    /// Clients allowed to run tests: addresses or CIDR ranges, each entry comma-separated.
     pub allow: Vec<String>,
     /// The longest test accepted, in seconds (above 0, at most 3600).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     pub max_duration: f64,
     /// Tests that may run at once; more are refused as busy.
-    #[arg(long, value_name = "N", default_value_t = 2)]
     pub max_tests: usize,
-    /// Streams one test may use.
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    /// Streams one test may use (1 to 128).
     pub max_streams: u32,
-    /// Keep the QUIC certificate in DIR (cert.der, key.der), so its fingerprint survives
-    /// restarts. Default: a new certificate at every start.
-    #[arg(long, value_name = "DIR")]
+    /// Directory keeping the QUIC certificate (cert.der, key.der); `None`: a new one.
     pub identity: Option<PathBuf>,
-    /// UDP ports QUIC tests may use, e.g. 9472-9479, so a firewall can open exactly these
-    /// (at least --max-tests of them). Default: any ephemeral port.
-    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+    /// UDP ports QUIC tests may use (inclusive); `None`: any ephemeral port.
     pub quic_ports: Option<(u16, u16)>,
 }
 
-/// `FIRST-LAST` (or one port), both 1..65535, FIRST <= LAST.
-fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+/// `FIRST-LAST` (or one port), both 1..65535, FIRST <= LAST: the form of
+/// [`ServeOptions::quic_ports`] on a command line.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     let port = |p: &str| {
         p.trim()
@@ -88,79 +57,56 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     Ok((first, last))
 }
 
-/// `labnode net bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// The `net serve` to test against, e.g. 10.0.0.2:9470.
-    #[arg(long, value_name = "ADDR")]
+/// What `labnode net bench` runs with.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The `net serve` to test against.
     pub peer: SocketAddr,
     /// File holding the shared token.
-    #[arg(long, value_name = "FILE")]
     pub token_file: PathBuf,
-    /// TCP congestion controls to test, set per socket (default cubic,bbr when neither
-    /// --tcp nor --quic is given).
-    #[arg(long, value_name = "CC[,CC...]", value_delimiter = ',')]
+    /// TCP congestion controls to test (cubic and bbr when this and `quic` are empty).
     pub tcp: Vec<String>,
-    /// QUIC congestion controls to test (cubic, bbr, newreno); needs --fingerprint.
-    #[arg(long, value_name = "CC[,CC...]", value_delimiter = ',')]
+    /// QUIC congestion controls to test; needs `fingerprint`.
     pub quic: Vec<String>,
-    /// Parallel streams (TCP connections, or QUIC streams on one connection).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Parallel streams (1 to 128).
     pub streams: u32,
     /// Seconds each test sends for (above 0, at most 3600).
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub duration: f64,
     /// The server certificate's SHA-256 fingerprint, as `net serve` printed it.
-    #[arg(long, value_name = "HEX")]
     pub fingerprint: Option<String>,
-    /// Name of the network path, e.g. direct or wireguard (the `path` label).
-    #[arg(long, value_name = "NAME", default_value = "direct")]
+    /// Name of the network path (the `path` label).
     pub path: String,
-    /// Print the results as JSON on stdout instead of a table.
-    #[arg(long)]
+    /// Print the results as JSON instead of a table.
     pub json: bool,
     /// Label of the snapshot.
-    #[arg(long, value_name = "NAME", default_value = "net-bench")]
     pub label: String,
-    /// Snapshot directory; default: the config's snapshot_dir.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Configuration file (YAML), for snapshot_dir.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
 }
 
 /// A failure and its exit code (2: bad arguments, 1: failed while running).
 #[derive(Debug)]
-pub struct CliError {
+pub struct RunError {
     /// The exit code.
     pub code: u8,
     /// The message.
     pub message: String,
 }
 
-fn usage(m: impl Into<String>) -> CliError {
-    CliError {
+fn usage(m: impl Into<String>) -> RunError {
+    RunError {
         code: 2,
         message: m.into(),
     }
 }
-fn runtime(m: impl Into<String>) -> CliError {
-    CliError {
+fn runtime(m: impl Into<String>) -> RunError {
+    RunError {
         code: 1,
         message: m.into(),
     }
 }
 
-/// Runs a `net` subcommand; `snapshot_dir` is the configured store.
-pub fn run(cmd: NetCommand, snapshot_dir: PathBuf) -> Result<(), CliError> {
-    match cmd {
-        NetCommand::Serve(a) => serve(a),
-        NetCommand::Bench(a) => bench(a, snapshot_dir),
-    }
-}
-
-fn serve(a: ServeArgs) -> Result<(), CliError> {
+/// Checks `a`, prints the address, allowlist and fingerprint, and serves tests until the
+/// process ends.
+pub fn serve(a: ServeOptions) -> Result<(), RunError> {
     let token = Token::from_file(&a.token_file).map_err(usage)?;
     let allow = access::parse_allowlist(&a.allow).map_err(usage)?;
     if !(a.max_duration > 0.0 && a.max_duration <= 3600.0) {
@@ -225,7 +171,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| runtime(format!("accepting on {local}: {e}")))
 }
 
-fn check_names(list: &[String], flag: &str) -> Result<(), CliError> {
+fn check_names(list: &[String], flag: &str) -> Result<(), RunError> {
     for n in list {
         if n.is_empty()
             || n.len() > 15
@@ -289,7 +235,9 @@ impl Drop for ProgressLine {
     }
 }
 
-fn bench(a: BenchArgs, default_dir: PathBuf) -> Result<(), CliError> {
+/// Checks `a`, runs each test in turn and prints the results; writes one snapshot with the
+/// `net_bench` record to the store `dir` when a test finished.
+pub fn bench(a: BenchOptions, dir: PathBuf) -> Result<(), RunError> {
     snapshot::check_label(&a.label).map_err(|e| usage(format!("--label: {e}")))?;
     snapshot::check_label(&a.path).map_err(|_| {
         usage(format!(
@@ -333,7 +281,6 @@ fn bench(a: BenchArgs, default_dir: PathBuf) -> Result<(), CliError> {
         }
         (None, true) => None,
     };
-    let dir = a.out.clone().unwrap_or(default_dir);
     let plan = Plan {
         peer: a.peer,
         token,
