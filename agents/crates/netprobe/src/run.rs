@@ -2,7 +2,7 @@
 //! run the server or the tests (progress on a terminal), print and store the results. The
 //! `labnode` binary parses the flags into [`ServeOptions`] and [`BenchOptions`].
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use labnode_core::host::{self, HostPaths};
+use labnode_core::progress::Progress;
 use labnode_core::snapshot::{self, Snapshot, Store};
 use labnode_net::probe::{self, BenchRecord, RunResult};
 
@@ -185,20 +186,21 @@ fn check_names(list: &[String], flag: &str) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Prints a progress line on a terminal, nothing otherwise.
-struct ProgressLine {
+/// One test's live bar (`labnode_core::progress`: a terminal only, never a CI log): the
+/// time sent of the test's duration and the rate, redrawn four times a second until dropped.
+struct TestProgress {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
-impl ProgressLine {
+impl TestProgress {
     fn start(title: String, total: Duration, bytes: client::Progress) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let on =
-            std::io::stderr().is_terminal() && std::env::var("CI").map_or(true, |v| v != "true");
-        let handle = on.then(|| {
+        let display = Progress::detect();
+        let handle = display.shown().then(|| {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
+                let what = format!("{title:<11}");
                 let start = Instant::now();
                 let mut last = (Instant::now(), 0u64);
                 while !stop.load(Ordering::Relaxed) {
@@ -208,25 +210,22 @@ impl ProgressLine {
                     let rate =
                         (b - last.1) as f64 * 8.0 / last.0.elapsed().as_secs_f64().max(1e-3) / 1e6;
                     last = (Instant::now(), b);
-                    let frac = el.as_secs_f64() / total.as_secs_f64().max(1e-3);
-                    let filled = (frac * 30.0) as usize;
-                    eprint!(
-                        "\r  {title:<11} [{}{}] {:>5.1}/{:.0} s {:>9.1} Mbit/s ",
-                        "#".repeat(filled.min(30)),
-                        ".".repeat(30 - filled.min(30)),
+                    let detail = format!(
+                        "{:>5.1}/{:.0} s {:>9.1} Mbit/s",
                         el.as_secs_f64(),
                         total.as_secs_f64(),
                         rate
                     );
+                    display.bar(&what, el.as_secs_f64(), total.as_secs_f64(), &detail);
                 }
-                eprint!("\r{}\r", " ".repeat(80));
+                display.clear();
             })
         });
-        ProgressLine { stop, handle }
+        TestProgress { stop, handle }
     }
 }
 
-impl Drop for ProgressLine {
+impl Drop for TestProgress {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
@@ -298,7 +297,7 @@ pub fn bench(a: BenchOptions, dir: PathBuf) -> Result<(), RunError> {
     let mut refused = false;
     for (protocol, cc) in jobs {
         let progress: client::Progress = Arc::new(AtomicU64::new(0));
-        let line = ProgressLine::start(
+        let line = TestProgress::start(
             format!("{protocol}/{cc}"),
             plan.duration,
             Arc::clone(&progress),
