@@ -26,7 +26,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// File holding the shared token (at least 16 bytes, one line).
     pub token_file: PathBuf,
-    /// Clients allowed to run tests: addresses or CIDR ranges, each entry comma-separated.
+    /// Clients allowed to run tests: addresses or CIDR ranges (an entry may list several,
+    /// comma-separated).
     pub allow: Vec<String>,
     /// The longest test accepted, in seconds (above 0, at most 3600).
     pub max_duration: f64,
