@@ -337,16 +337,7 @@ fn caps_streams_and_other_clients_are_refused_with_their_reason() {
     );
     // An answer for another request than the one sent: the token is not proven.
     let mut c = Conn::open(HOME, addr);
-    c.send(
-        &serde_json::to_string(&Hello::Test {
-            version: PROTOCOL.into(),
-            protocol: "tcp".into(),
-            congestion: "cubic".into(),
-            streams: 1,
-            duration_ms: 500,
-        })
-        .expect("json"),
-    );
+    c.send(&test_request(1, 500));
     let Reply::Challenge { nonce } = c.reply() else {
         panic!("no challenge")
     };
@@ -441,23 +432,15 @@ fn a_quic_endpoint_refuses_other_client_addresses() {
 fn a_flood_from_outside_the_allowlist_does_not_starve_allowed_clients() {
     // 127.0.0.3 is allowed but only opens connections and sends nothing.
     let (addr, fp) = serve("127.0.0.1/32,127.0.0.3/32", 2, 5.0);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut n = 0u32;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Ok(mut s) = connect_from(OTHER, addr) {
-                        let _ = s.write_all(b"{\"type\":\"test\"}\n");
-                        n += 1;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                n
+    let (stop, flood) = flood(4, move || {
+        let opened = connect_from(OTHER, addr)
+            .map(|mut s| {
+                let _ = s.write_all(b"{\"type\":\"test\"}\n");
             })
-        })
-        .collect();
+            .is_ok();
+        std::thread::sleep(Duration::from_millis(2));
+        opened
+    });
     // Idle allowed connections beyond max-streams + 2 are turned away at once.
     let idle_ip = Ipv4Addr::new(127, 0, 0, 3);
     let mut idle = Vec::new();
@@ -549,5 +532,204 @@ fn a_quic_test_sent_past_its_deadline_is_closed_and_holds_its_place_until_then()
     assert_eq!(ctl.refused(), "only 0 of 1 streams finished in time");
     std::thread::sleep(Duration::from_millis(200));
     let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    accepted(r);
+}
+
+/// `n` threads running `each` over and over until the returned flag is set; each thread's
+/// count of runs that returned true.
+fn flood(
+    n: usize,
+    each: impl Fn() -> bool + Send + Sync + 'static,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    Vec<std::thread::JoinHandle<u32>>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let each = Arc::new(each);
+    let threads = (0..n)
+        .map(|_| {
+            let (stop, each) = (Arc::clone(&stop), Arc::clone(&each));
+            std::thread::spawn(move || {
+                let mut runs = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    runs += u32::from(each());
+                }
+                runs
+            })
+        })
+        .collect();
+    (stop, threads)
+}
+
+/// A test request line.
+fn test_request(streams: u32, duration_ms: u64) -> String {
+    serde_json::to_string(&Hello::Test {
+        version: PROTOCOL.into(),
+        protocol: "tcp".into(),
+        congestion: "cubic".into(),
+        streams,
+        duration_ms,
+    })
+    .expect("json")
+}
+
+/// Sends `bytes` one at a time, `every` apart, until the server closes the connection or
+/// `within` passes; how long the server let it go on.
+fn trickle(c: &mut Conn, bytes: &[u8], every: Duration, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    for b in bytes.iter().cycle() {
+        if t0.elapsed() > within || c.s.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(every);
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn a_trickled_request_or_answer_does_not_stretch_the_hello_timeout() {
+    let (addr, _) = serve("127.0.0.0/8", 1, 5.0);
+    // A request line a byte every 300 ms: each read is well within 2 s, the line is not.
+    let mut c = Conn::open(HOME, addr);
+    let t0 = Instant::now();
+    let writer = {
+        let mut c2 = Conn {
+            s: c.s.try_clone().expect("clone"),
+            r: BufReader::new(c.s.try_clone().expect("clone")),
+        };
+        std::thread::spawn(move || {
+            trickle(
+                &mut c2,
+                br#"{"type":"test","version":"x"}"#,
+                Duration::from_millis(300),
+                Duration::from_secs(10),
+            )
+        })
+    };
+    assert_eq!(c.refused(), "no request within 2 s");
+    let waited = t0.elapsed();
+    assert!(
+        waited <= HELLO_TIMEOUT + Duration::from_secs(1),
+        "a trickled request was refused after {waited:?}"
+    );
+    let _ = writer.join();
+    // The answer to the challenge, trickled: the same.
+    let mut c = Conn::open(HOME, addr);
+    c.send(&test_request(1, 500));
+    assert!(matches!(c.reply(), Reply::Challenge { .. }));
+    let t0 = Instant::now();
+    let mut c2 = Conn {
+        s: c.s.try_clone().expect("clone"),
+        r: BufReader::new(c.s.try_clone().expect("clone")),
+    };
+    let writer = std::thread::spawn(move || {
+        trickle(
+            &mut c2,
+            br#"{"type":"auth","mac":"00"}"#,
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+        )
+    });
+    assert_eq!(c.refused(), "no answer to the challenge within 2 s");
+    assert!(t0.elapsed() <= HELLO_TIMEOUT + Duration::from_secs(1));
+    let _ = writer.join();
+}
+
+#[test]
+fn a_refusal_drains_briefly_however_the_peer_trickles() {
+    let (addr, _) = serve("127.0.0.0/8", 1, 5.0);
+    let mut c = Conn::open(HOME, addr);
+    c.send(&data_line("no-such-test", 0));
+    assert_eq!(c.refused(), "no such test (it ended, or the id is wrong)");
+    // The server has refused; it keeps reading what comes for a moment only.
+    let lasted = trickle(
+        &mut c,
+        b"x",
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    );
+    assert!(
+        lasted < Duration::from_secs(2),
+        "the refused connection stayed open {lasted:?} while the peer trickled"
+    );
+}
+
+#[test]
+fn an_allowlisted_peer_without_the_token_cannot_fill_the_server() {
+    // One test at a time, 4 streams: 21 connections at most.
+    let (addr, _) = serve("127.0.0.0/8", 1, 5.0);
+    // 127.0.0.3 keeps 30 connections open with made-up test ids, trickling after them; at
+    // most 6 (the connections an address may have unproven) are held, the rest turned away.
+    let (stop, flood) = flood(30, move || {
+        let Ok(s) = connect_from(Ipv4Addr::new(127, 0, 0, 3), addr) else {
+            return false;
+        };
+        let mut c = Conn {
+            r: BufReader::new(s.try_clone().expect("clone")),
+            s,
+        };
+        let _ =
+            c.s.write_all(format!("{}\n", data_line("made-up", 0)).as_bytes());
+        trickle(
+            &mut c,
+            b"x",
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        );
+        true
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_c, r) = ask(HOME, addr, "tcp", 1, 500);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    accepted(r);
+    for f in flood {
+        let _ = f.join();
+    }
+}
+
+/// A test request answered with a wrong token.
+fn ask_wrong(src: Ipv4Addr, addr: SocketAddr) -> Reply {
+    let mut c = Conn::open(src, addr);
+    let request = test_request(1, 500);
+    c.send(&request);
+    let nonce = match c.reply() {
+        Reply::Challenge { nonce } => nonce,
+        other => return other,
+    };
+    let mac = Token::new(b"not-the-token-but-16-bytes").sign(nonce.as_bytes(), request.as_bytes());
+    c.send(&serde_json::to_string(&Hello::Auth { mac }).expect("json"));
+    c.reply()
+}
+
+#[test]
+fn failed_token_attempts_are_throttled_per_address() {
+    use labnode_netprobe::server::FREE_FAILURES;
+    let (addr, _) = serve("127.0.0.0/8", 2, 5.0);
+    for _ in 0..FREE_FAILURES {
+        let r = ask_wrong(OTHER, addr);
+        assert!(
+            matches!(&r, Reply::Refused { error } if error == "wrong token"),
+            "{r:?}"
+        );
+    }
+    // The next attempt is refused before any challenge, even with the right token.
+    let t0 = Instant::now();
+    let (_c, r) = ask(OTHER, addr, "tcp", 1, 500);
+    assert!(
+        matches!(&r, Reply::Refused { error }
+            if error == "3 failed token attempts from 127.0.0.2; try again in 1 s"),
+        "{r:?}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "throttled at once"
+    );
+    // Another address is not.
+    let (c, r) = ask(HOME, addr, "tcp", 1, 200);
+    accepted(r);
+    drop(c);
+    // After the wait, the right token is accepted and the count forgotten.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_c, r) = ask(OTHER, addr, "tcp", 1, 200);
     accepted(r);
 }

@@ -97,8 +97,21 @@ impl Server {
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => return Err(e),
+                // Only a listener that is not one ends the server; anything a peer or the
+                // network can cause (ECONNABORTED, EPROTO, ENETDOWN, EPERM of a firewall,
+                // EINTR) is that one connection's problem.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!("accept: {e}");
+                    continue;
+                }
             };
             let ip = canonical(peer.ip());
             if !self.settings.allow.iter().any(|c| c.contains(ip)) {

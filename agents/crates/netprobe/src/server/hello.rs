@@ -3,15 +3,40 @@
 
 use std::io::{BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::accept::Pending;
 use super::{HELLO_TIMEOUT, Server};
 use crate::access::canonical;
 use crate::wire::{self, Hello, Reply};
 
-/// Refuses an allowlisted peer: the reason, then a short drain so closing does not reset
-/// the connection before the client has read why.
+/// How long a refusal drains what the peer still sends, in all.
+const REFUSAL_DRAIN: Duration = Duration::from_millis(250);
+
+/// A connection's read side under one deadline for everything read through it: each read
+/// waits at most until the deadline, so a peer that trickles a byte at a time cannot
+/// stretch a line past it. `None`: no deadline (the socket's own timeout applies).
+pub(super) struct Timed {
+    pub(super) s: TcpStream,
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            self.s.set_read_timeout(Some(left))?;
+        }
+        self.s.read(buf)
+    }
+}
+
+/// Refuses an allowlisted peer: the reason, then a short drain (at most
+/// [`REFUSAL_DRAIN`] and 64 KiB in all, however the peer trickles) so closing does not
+/// reset the connection before the client has read why.
 pub(super) fn refuse(conn: &mut TcpStream, peer: SocketAddr, why: &str) {
     tracing::warn!("refused {peer}: {why}");
     let _ = wire::write_msg(
@@ -21,11 +46,15 @@ pub(super) fn refuse(conn: &mut TcpStream, peer: SocketAddr, why: &str) {
         },
     );
     let _ = conn.shutdown(std::net::Shutdown::Write);
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(250)));
+    let Ok(s) = conn.try_clone() else { return };
+    let mut drain = Timed {
+        s,
+        deadline: Some(Instant::now() + REFUSAL_DRAIN),
+    };
     let mut sink = [0u8; 4096];
     let mut left = 64 * 1024;
     while left > 0 {
-        match conn.read(&mut sink) {
+        match drain.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => left -= n.min(left),
         }
@@ -63,12 +92,18 @@ impl Server {
     /// connection or one of its data streams.
     pub(super) fn handle(&self, mut conn: TcpStream, peer: SocketAddr, pending: Pending) {
         let ip = canonical(peer.ip());
-        let _ = conn.set_read_timeout(Some(HELLO_TIMEOUT));
         let _ = conn.set_write_timeout(Some(HELLO_TIMEOUT));
         let Ok(read_half) = conn.try_clone() else {
             return;
         };
-        let mut r = BufReader::with_capacity(256 * 1024, read_half);
+        // The whole request line within HELLO_TIMEOUT, however it is sent.
+        let mut r = BufReader::with_capacity(
+            256 * 1024,
+            Timed {
+                s: read_half,
+                deadline: Some(Instant::now() + HELLO_TIMEOUT),
+            },
+        );
         let line = match wire::read_line(&mut r) {
             Ok(l) => l,
             Err(e)
@@ -94,15 +129,21 @@ impl Server {
                 streams,
                 duration_ms,
             } => {
-                if let Err(why) = self.authenticate(&mut conn, &mut r, &line) {
+                if let Some(why) = self.throttled(ip) {
                     return refuse(&mut conn, peer, &why);
                 }
+                if let Err(why) = self.authenticate(&mut conn, &mut r, &line) {
+                    self.failed(ip);
+                    return refuse(&mut conn, peer, &why);
+                }
+                self.proven(ip);
                 drop(pending);
                 self.control(conn, peer, ip, &protocol, &congestion, streams, duration_ms);
             }
             Hello::Data { test_id, stream } => {
-                drop(pending);
-                self.data(conn, r, peer, ip, &test_id, stream);
+                // The address's pending place is kept until the test id is verified.
+                r.get_mut().deadline = None;
+                self.data(conn, r, pending, peer, ip, &test_id, stream);
             }
             Hello::Auth { .. } => refuse(
                 &mut conn,
@@ -116,7 +157,7 @@ impl Server {
     fn authenticate(
         &self,
         conn: &mut TcpStream,
-        r: &mut BufReader<TcpStream>,
+        r: &mut BufReader<Timed>,
         request: &str,
     ) -> Result<(), String> {
         let nonce = random_hex().ok_or("no random numbers for a challenge; try again")?;
@@ -127,6 +168,8 @@ impl Server {
             },
         )
         .map_err(|e| format!("sending the challenge: {e}"))?;
+        // The whole answer within HELLO_TIMEOUT of the challenge.
+        r.get_mut().deadline = Some(Instant::now() + HELLO_TIMEOUT);
         let line = wire::read_line(r).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
                 "no answer to the challenge within {} s",

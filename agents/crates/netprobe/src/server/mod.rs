@@ -14,7 +14,8 @@
 //! The parts: `accept` (the accept loop: the allowlist and the connection caps), `hello`
 //! (the request line and the token's challenge), `slots` (a test's place among the
 //! `max_tests` and the streams it claimed), `control` (a test's control connection), `tcp`
-//! (a TCP data stream) and `quic` (a QUIC test's endpoint).
+//! (a TCP data stream), `quic` (a QUIC test's endpoint) and `throttle` (an address that
+//! keeps failing the token waits longer and longer).
 
 mod accept;
 mod control;
@@ -22,6 +23,7 @@ mod hello;
 mod quic;
 mod slots;
 mod tcp;
+mod throttle;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +36,7 @@ use crate::quic::Identity;
 
 pub use quic::bind_quic;
 use slots::Tests;
+pub use throttle::{FREE_FAILURES, MAX_WAIT};
 
 /// How long a new connection has to send its request (and a test's, its answer to the
 /// challenge).
@@ -76,6 +79,8 @@ pub struct Server {
     started: Instant,
     /// Second (since `started`) of the last turned-away warning, so a flood logs little.
     last_warning: AtomicU64,
+    /// Failed token proofs per address (`throttle`).
+    failures: throttle::Failures,
 }
 
 impl Server {
@@ -88,6 +93,7 @@ impl Server {
             connections: AtomicUsize::new(0),
             started: Instant::now(),
             last_warning: AtomicU64::new(u64::MAX),
+            failures: throttle::Failures::default(),
         })
     }
 }

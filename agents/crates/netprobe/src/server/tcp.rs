@@ -6,16 +6,20 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::Server;
-use super::hello::refuse;
+use super::accept::Pending;
+use super::hello::{Timed, refuse};
 use super::slots::StreamDone;
 use crate::sys;
 
 impl Server {
-    /// Receives data stream `stream` of test `test_id` from `ip`.
+    /// Receives data stream `stream` of test `test_id` from `ip`; the address's pending
+    /// place is given back once the stream is claimed.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn data(
         &self,
         mut conn: TcpStream,
-        mut r: BufReader<TcpStream>,
+        mut r: BufReader<Timed>,
+        pending: Pending,
         peer: SocketAddr,
         ip: IpAddr,
         test_id: &str,
@@ -25,6 +29,7 @@ impl Server {
             Ok(h) => h,
             Err(why) => return refuse(&mut conn, peer, &why),
         };
+        drop(pending);
         let deadline = hold.slot.deadline;
         let cpu0 = sys::thread_cpu();
         let mut buf = vec![0u8; 256 * 1024];
