@@ -37,9 +37,14 @@ pub fn create_dir_durably(dir: &Path, mode: u32) -> io::Result<()> {
 /// the file system lacks `O_TMPFILE`, a hidden temporary file renamed with
 /// `RENAME_NOREPLACE`. Either way the directory is fsynced afterwards.
 pub fn write_new_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_new_file_mode(dir, name, bytes, 0o644)
+}
+
+/// [`write_new_file`] with the file's `mode` (less the umask), such as 0600 for a key.
+pub fn write_new_file_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir_file = File::open(dir)?;
-    if !write_unnamed_then_link(dir, &dir_file, name, bytes)? {
-        write_hidden_then_rename(dir, &dir_file, name, bytes)?;
+    if !write_unnamed_then_link(dir, &dir_file, name, bytes, mode)? {
+        write_hidden_then_rename(dir, &dir_file, name, bytes, mode)?;
     }
     dir_file.sync_all()
 }
@@ -50,11 +55,12 @@ fn write_unnamed_then_link(
     dir_file: &File,
     name: &str,
     bytes: &[u8],
+    mode: u32,
 ) -> io::Result<bool> {
     let target = std::ffi::CString::new(name).map_err(io::Error::other)?;
     let unnamed = OpenOptions::new()
         .write(true)
-        .mode(0o644)
+        .mode(mode)
         .custom_flags(libc::O_TMPFILE)
         .open(dir);
     let mut f = match unnamed {
@@ -99,6 +105,7 @@ fn write_hidden_then_rename(
     dir_file: &File,
     name: &str,
     bytes: &[u8],
+    mode: u32,
 ) -> io::Result<()> {
     let target = std::ffi::CString::new(name).map_err(io::Error::other)?;
     let tmp_name = format!(".{name}.{}.tmp", std::process::id());
@@ -107,7 +114,7 @@ fn write_hidden_then_rename(
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
@@ -165,19 +172,21 @@ mod tests {
         let d = File::open(t.path()).expect("open dir");
         // Not every file system under TMPDIR has O_TMPFILE (a build sandbox's may not): then
         // the unnamed way says so and the file is written the portable way.
-        let tmpfile = write_unnamed_then_link(t.path(), &d, "u.json", b"unnamed").expect("tmpfile");
+        let tmpfile =
+            write_unnamed_then_link(t.path(), &d, "u.json", b"unnamed", 0o644).expect("tmpfile");
         if !tmpfile {
             eprintln!(
                 "no O_TMPFILE under {}: the portable way only",
                 t.path().display()
             );
-            write_hidden_then_rename(t.path(), &d, "u.json", b"unnamed").expect("rename");
+            write_hidden_then_rename(t.path(), &d, "u.json", b"unnamed", 0o644).expect("rename");
         }
-        write_hidden_then_rename(t.path(), &d, "r.json", b"renamed").expect("rename");
-        let e = write_hidden_then_rename(t.path(), &d, "u.json", b"x").expect_err("exists");
+        write_hidden_then_rename(t.path(), &d, "r.json", b"renamed", 0o644).expect("rename");
+        let e = write_hidden_then_rename(t.path(), &d, "u.json", b"x", 0o644).expect_err("exists");
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         if tmpfile {
-            let e = write_unnamed_then_link(t.path(), &d, "r.json", b"x").expect_err("exists");
+            let e =
+                write_unnamed_then_link(t.path(), &d, "r.json", b"x", 0o644).expect_err("exists");
             assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         }
         assert_eq!(

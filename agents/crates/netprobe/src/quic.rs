@@ -34,30 +34,45 @@ impl Identity {
     }
 
     /// Loads `cert.der` and `key.der` from `dir`, making them first if they are missing, so a
-    /// server keeps its fingerprint across restarts.
+    /// server keeps its fingerprint across restarts. Each file is written whole and durably
+    /// (never half a key after a crash); the key is written first and the certificate,
+    /// which is what clients pin, last, so a key without a certificate is the leftover of a
+    /// crash while making them (no fingerprint was ever shown) and is made anew.
     pub fn load_or_create(dir: &std::path::Path) -> Result<Self, String> {
-        use std::os::unix::fs::OpenOptionsExt;
         let (c, k) = (dir.join("cert.der"), dir.join("key.der"));
-        if c.exists() && k.exists() {
-            let cert = std::fs::read(&c).map_err(|e| format!("{}: {e}", c.display()))?;
-            let key = std::fs::read(&k).map_err(|e| format!("{}: {e}", k.display()))?;
-            return Ok(Identity {
-                cert: CertificateDer::from(cert),
-                key,
-            });
+        fn at(p: &std::path::Path) -> impl Fn(std::io::Error) -> String + '_ {
+            move |e| format!("{}: {e}", p.display())
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        match (c.exists(), k.exists()) {
+            (true, true) => {
+                let cert = std::fs::read(&c).map_err(at(&c))?;
+                let key = std::fs::read(&k).map_err(at(&k))?;
+                return Ok(Identity {
+                    cert: CertificateDer::from(cert),
+                    key,
+                });
+            }
+            (true, false) => {
+                return Err(format!(
+                    "{} has no {}: the key is lost; remove the certificate to make a new identity (clients must pin the new fingerprint)",
+                    c.display(),
+                    k.display()
+                ));
+            }
+            (false, true) => {
+                tracing::warn!(
+                    "{} without a certificate (a crash while making them): making a new identity",
+                    k.display()
+                );
+                std::fs::remove_file(&k).map_err(at(&k))?;
+            }
+            (false, false) => {}
+        }
+        labnode_core::files::create_dir_durably(dir, 0o700).map_err(at(dir))?;
         let id = Identity::generate()?;
-        for (p, bytes, mode) in [(&k, &id.key[..], 0o600), (&c, &id.cert[..], 0o644)] {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(p)
-                .map_err(|e| format!("{}: {e}", p.display()))?;
-            std::io::Write::write_all(&mut f, bytes)
-                .map_err(|e| format!("{}: {e}", p.display()))?;
-        }
+        labnode_core::files::write_new_file_mode(dir, "key.der", &id.key, 0o600).map_err(at(&k))?;
+        labnode_core::files::write_new_file_mode(dir, "cert.der", &id.cert, 0o644)
+            .map_err(at(&c))?;
         Ok(id)
     }
 
@@ -272,5 +287,33 @@ mod tests {
         let a = Identity::load_or_create(&d.path().join("id")).expect("create");
         let b = Identity::load_or_create(&d.path().join("id")).expect("load");
         assert_eq!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn a_crash_while_making_the_identity_never_strands_the_server() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("id");
+        // A crash after the key, before the certificate: a new identity, not an error.
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("key.der"), b"half a ke").expect("write");
+        let a = Identity::load_or_create(&dir).expect("made anew");
+        assert_ne!(
+            std::fs::read(dir.join("key.der")).expect("key"),
+            b"half a ke"
+        );
+        let mode = std::fs::metadata(dir.join("key.der"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "key.der is {mode:o}");
+        assert_eq!(
+            Identity::load_or_create(&dir).expect("load").fingerprint(),
+            a.fingerprint()
+        );
+        // A certificate without its key is not silently replaced: clients pin it.
+        std::fs::remove_file(dir.join("key.der")).expect("rm");
+        let e = Identity::load_or_create(&dir).expect_err("lost key");
+        assert!(e.contains("the key is lost"), "{e}");
     }
 }
