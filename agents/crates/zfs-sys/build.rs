@@ -1,8 +1,10 @@
-//! Generates the bindings against the installed libzfs and links it.
+//! Generates the bindings against the installed libzfs, to be loaded at run time.
 //!
-//! pkg-config finds the headers and libraries (`libzfs` requires `libzfs_core`; both link
-//! libnvpair). Set `PKG_CONFIG_PATH` to use another OpenZFS, and `LIBCLANG_PATH` if
-//! bindgen cannot find libclang.
+//! pkg-config finds the headers and the library directory (`libzfs` requires
+//! `libzfs_core`; both link libnvpair). Set `PKG_CONFIG_PATH` to use another OpenZFS, and
+//! `LIBCLANG_PATH` if bindgen cannot find libclang. Nothing is linked: the bindings are a
+//! table of functions filled by `dlopen` of libzfs's soname, found here (`libzfs.so` is
+//! a link to `libzfs.so.N.x.y`), in that directory first, then on the loader's path.
 
 use std::env;
 use std::path::PathBuf;
@@ -79,10 +81,16 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     let mut include_paths = Vec::new();
     let mut version = String::new();
+    let mut lib_dirs = Vec::new();
     for name in ["libzfs", "libzfs_core"] {
-        match pkg_config::Config::new().atleast_version("2.2").probe(name) {
+        match pkg_config::Config::new()
+            .atleast_version("2.2")
+            .cargo_metadata(false)
+            .probe(name)
+        {
             Ok(lib) => {
                 include_paths.extend(lib.include_paths);
+                lib_dirs.extend(lib.link_paths);
                 if version.is_empty() {
                     version = lib.version;
                 }
@@ -98,6 +106,18 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=LABNODE_LIBZFS_VERSION={version}");
+    // libzfs.so -> libzfs.so.6.0.0: the soname is libzfs.so.6.
+    let (dir, soname) = lib_dirs
+        .iter()
+        .find_map(|d| {
+            let real = std::fs::canonicalize(d.join("libzfs.so")).ok()?;
+            let file = real.file_name()?.to_str()?;
+            let major = file.strip_prefix("libzfs.so.")?.split('.').next()?;
+            Some((d.clone(), format!("libzfs.so.{major}")))
+        })
+        .unwrap_or_else(|| (PathBuf::new(), "libzfs.so.6".to_owned()));
+    println!("cargo:rustc-env=LABNODE_LIBZFS_DIR={}", dir.display());
+    println!("cargo:rustc-env=LABNODE_LIBZFS_SONAME={soname}");
 
     let mut builder = bindgen::Builder::default()
         .header("wrapper.h")
@@ -105,6 +125,8 @@ fn main() {
         .clang_args(["-D_GNU_SOURCE", "-D_LARGEFILE64_SOURCE"])
         .clang_args(include_paths.iter().map(|p| format!("-I{}", p.display())))
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
+        .dynamic_library_name("Library")
+        .dynamic_link_require_all(true)
         .allowlist_recursively(true)
         .layout_tests(false)
         .wrap_unsafe_ops(true)

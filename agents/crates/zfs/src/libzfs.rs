@@ -12,6 +12,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use labnode_zfs_sys as sys;
 
+/// The loaded libzfs. Only called on paths that hold a [`LibZfs`], which loaded it.
+fn z() -> &'static sys::Library {
+    match sys::lib() {
+        Ok(l) => l,
+        // LibZfs::open returns the load error instead of a handle.
+        Err(e) => unreachable!("libzfs used before it was loaded: {e}"),
+    }
+}
+
 use crate::model::{DatasetInfo, DatasetKind, PoolInfo, ScanInfo, SnapshotSummary, VdevInfo};
 
 /// What a libzfs or libzfs_core call can fail with.
@@ -84,7 +93,7 @@ impl Drop for LibZfs {
         let _init = init_lock();
         // SAFETY: the handle came from libzfs_init and every handle derived from it was
         // closed (their guards borrow `self`).
-        unsafe { sys::libzfs_fini(self.h.as_ptr()) }
+        unsafe { z().libzfs_fini(self.h.as_ptr()) }
     }
 }
 
@@ -97,7 +106,7 @@ struct Pool<'a> {
 impl Drop for Pool<'_> {
     fn drop(&mut self) {
         // SAFETY: the handle is open and owned by this guard.
-        unsafe { sys::zpool_close(self.p.as_ptr()) }
+        unsafe { z().zpool_close(self.p.as_ptr()) }
     }
 }
 
@@ -110,19 +119,19 @@ struct Dataset<'a> {
 impl Drop for Dataset<'_> {
     fn drop(&mut self) {
         // SAFETY: the handle is open and owned by this guard.
-        unsafe { sys::zfs_close(self.d.as_ptr()) }
+        unsafe { z().zfs_close(self.d.as_ptr()) }
     }
 }
 
 impl Dataset<'_> {
     fn name(&self) -> String {
         // SAFETY: the handle is open; the name is copied out before it can go.
-        unsafe { copy_str(sys::zfs_get_name(self.d.as_ptr())) }.unwrap_or_default()
+        unsafe { copy_str(z().zfs_get_name(self.d.as_ptr())) }.unwrap_or_default()
     }
 
     fn kind(&self) -> DatasetKind {
         // SAFETY: the handle is open.
-        match unsafe { sys::zfs_get_type(self.d.as_ptr()) } {
+        match unsafe { z().zfs_get_type(self.d.as_ptr()) } {
             sys::zfs_type_t_ZFS_TYPE_VOLUME => DatasetKind::Volume,
             sys::zfs_type_t_ZFS_TYPE_SNAPSHOT => DatasetKind::Snapshot,
             _ => DatasetKind::Filesystem,
@@ -131,7 +140,7 @@ impl Dataset<'_> {
 
     fn int(&self, prop: sys::zfs_prop_t) -> u64 {
         // SAFETY: the handle is open; zfs_prop_get_int only reads it.
-        unsafe { sys::zfs_prop_get_int(self.d.as_ptr(), prop) }
+        unsafe { z().zfs_prop_get_int(self.d.as_ptr(), prop) }
     }
 
     /// A user property (`module:name`), set here or inherited, with where it is set.
@@ -140,17 +149,17 @@ impl Dataset<'_> {
         // SAFETY: the handle is open; the nvlist it returns belongs to the handle and is
         // only read here, with the strings copied out before the handle can close.
         unsafe {
-            let props = sys::zfs_get_user_props(self.d.as_ptr());
+            let props = z().zfs_get_user_props(self.d.as_ptr());
             if props.is_null() {
                 return None;
             }
             let mut entry: *mut sys::nvlist_t = ptr::null_mut();
-            if sys::nvlist_lookup_nvlist(props, key.as_ptr(), &mut entry) != 0 {
+            if z().nvlist_lookup_nvlist(props, key.as_ptr(), &mut entry) != 0 {
                 return None;
             }
             let string = |field: &[u8]| {
                 let mut v: *const c_char = ptr::null();
-                let rc = sys::nvlist_lookup_string(entry, field.as_ptr().cast(), &mut v);
+                let rc = z().nvlist_lookup_string(entry, field.as_ptr().cast(), &mut v);
                 if rc != 0 { None } else { copy_str(v) }
             };
             Some(UserProp {
@@ -166,7 +175,7 @@ impl Dataset<'_> {
         // SAFETY: the handle is open; `where_` is malloc'd by libzfs when mounted and
         // freed here after copying.
         unsafe {
-            if sys::zfs_is_mounted(self.d.as_ptr(), &mut where_) == sys::boolean_t_B_FALSE {
+            if z().zfs_is_mounted(self.d.as_ptr(), &mut where_) == sys::boolean_t_B_FALSE {
                 return None;
             }
             let s = copy_str(where_);
@@ -210,15 +219,15 @@ unsafe extern "C" fn scan_snapshot(zhp: *mut sys::zfs_handle_t, data: *mut c_voi
     // handle libzfs hands over to us, closed below after its name is copied.
     unsafe {
         let scan = &mut *data.cast::<SnapScan>();
-        let txg = sys::zfs_prop_get_int(zhp, sys::zfs_prop_t_ZFS_PROP_CREATETXG);
+        let txg = z().zfs_prop_get_int(zhp, sys::zfs_prop_t_ZFS_PROP_CREATETXG);
         scan.count += 1;
         if scan.oldest.as_ref().is_none_or(|(t, _)| txg < *t) {
-            scan.oldest = Some((txg, copy_str(sys::zfs_get_name(zhp)).unwrap_or_default()));
+            scan.oldest = Some((txg, copy_str(z().zfs_get_name(zhp)).unwrap_or_default()));
         }
         if scan.newest.as_ref().is_none_or(|(t, _)| txg > *t) {
-            scan.newest = Some((txg, copy_str(sys::zfs_get_name(zhp)).unwrap_or_default()));
+            scan.newest = Some((txg, copy_str(z().zfs_get_name(zhp)).unwrap_or_default()));
         }
-        sys::zfs_close(zhp);
+        z().zfs_close(zhp);
     }
     0
 }
@@ -227,15 +236,16 @@ unsafe extern "C" fn scan_snapshot(zhp: *mut sys::zfs_handle_t, data: *mut c_voi
 fn describe(h: *mut sys::libzfs_handle_t) -> String {
     // SAFETY: the handle is open; the description is a static or handle-owned string,
     // copied out at once.
-    unsafe { copy_str(sys::libzfs_error_description(h)) }.unwrap_or_else(|| "unknown error".into())
+    unsafe { copy_str(z().libzfs_error_description(h)) }.unwrap_or_else(|| "unknown error".into())
 }
 
 impl LibZfs {
     /// Opens libzfs (and `/dev/zfs`).
     pub fn open() -> Result<Self, ZfsError> {
+        sys::lib().map_err(|e| ZfsError::Init(e.to_owned()))?;
         let init = init_lock();
         // SAFETY: libzfs_init has no preconditions; on failure it sets errno.
-        let h = unsafe { sys::libzfs_init() };
+        let h = unsafe { z().libzfs_init() };
         // errno at once, before any other call can change it.
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         drop(init);
@@ -243,7 +253,7 @@ impl LibZfs {
             Some(h) => Ok(LibZfs { h }),
             None => {
                 // SAFETY: libzfs_error_init returns a static string for any errno.
-                let msg = unsafe { copy_str(sys::libzfs_error_init(errno)) }
+                let msg = unsafe { copy_str(z().libzfs_error_init(errno)) }
                     .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
                     .filter(|m| !m.is_empty())
                     .unwrap_or_else(|| os_error(errno));
@@ -278,7 +288,7 @@ impl LibZfs {
         let mut raw: Vec<*mut sys::zpool_handle_t> = Vec::new();
         // SAFETY: the callback only pushes into `raw`, which outlives the call.
         let rc = unsafe {
-            sys::zpool_iter(
+            z().zpool_iter(
                 self.h.as_ptr(),
                 Some(push_pool),
                 (&mut raw as *mut Vec<*mut sys::zpool_handle_t>).cast(),
@@ -302,10 +312,10 @@ impl LibZfs {
     fn pool_info(&self, pool: &Pool<'_>) -> Option<PoolInfo> {
         let zhp = pool.p.as_ptr();
         // SAFETY: the handle is open; the name is copied out.
-        let name = unsafe { copy_str(sys::zpool_get_name(zhp)) }.unwrap_or_default();
+        let name = unsafe { copy_str(z().zpool_get_name(zhp)) }.unwrap_or_default();
         let mut missing = sys::boolean_t_B_FALSE;
         // SAFETY: the handle is open; refreshing replaces its config nvlist.
-        if unsafe { sys::zpool_refresh_stats(zhp, &mut missing) } != 0
+        if unsafe { z().zpool_refresh_stats(zhp, &mut missing) } != 0
             || missing != sys::boolean_t_B_FALSE
         {
             tracing::info!(pool = %name, "pool {name} went away while being read; its series are left out");
@@ -316,7 +326,7 @@ impl LibZfs {
             // SAFETY: the handle is open and `buf` is writable for its length;
             // `literal` asks for the exact numbers `zpool get -p` prints.
             let rc = unsafe {
-                sys::zpool_get_prop(
+                z().zpool_get_prop(
                     zhp,
                     p,
                     buf.as_mut_ptr(),
@@ -349,12 +359,12 @@ impl LibZfs {
         // SAFETY: the config belongs to the handle and stays valid until the next
         // refresh or close; everything read from it is copied out here.
         unsafe {
-            let config = sys::zpool_get_config(zhp, ptr::null_mut());
+            let config = z().zpool_get_config(zhp, ptr::null_mut());
             if config.is_null() {
                 return Some(info);
             }
             let mut errcount = 0u64;
-            if sys::nvlist_lookup_uint64(
+            if z().nvlist_lookup_uint64(
                 config,
                 sys::ZPOOL_CONFIG_ERRCOUNT.as_ptr().cast(),
                 &mut errcount,
@@ -363,7 +373,7 @@ impl LibZfs {
                 info.data_errors = Some(errcount);
             }
             let mut root: *mut sys::nvlist_t = ptr::null_mut();
-            if sys::nvlist_lookup_nvlist(
+            if z().nvlist_lookup_nvlist(
                 config,
                 sys::ZPOOL_CONFIG_VDEV_TREE.as_ptr().cast(),
                 &mut root,
@@ -406,7 +416,7 @@ impl LibZfs {
             let name = if is_root {
                 pool.to_owned()
             } else {
-                let p = sys::zpool_vdev_name(
+                let p = z().zpool_vdev_name(
                     self.h.as_ptr(),
                     zhp,
                     nv,
@@ -417,8 +427,8 @@ impl LibZfs {
                 s
             };
             let mut kind: *const c_char = ptr::null();
-            sys::nvlist_lookup_string(nv, sys::ZPOOL_CONFIG_TYPE.as_ptr().cast(), &mut kind);
-            let state = copy_str(sys::zpool_state_to_name(
+            z().nvlist_lookup_string(nv, sys::ZPOOL_CONFIG_TYPE.as_ptr().cast(), &mut kind);
+            let state = copy_str(z().zpool_state_to_name(
                 vs.vs_state as sys::vdev_state_t,
                 vs.vs_aux as sys::vdev_aux_t,
             ))
@@ -442,7 +452,7 @@ impl LibZfs {
             for key in lists {
                 let mut children: *mut *mut sys::nvlist_t = ptr::null_mut();
                 let mut count: sys::uint_t = 0;
-                if sys::nvlist_lookup_nvlist_array(
+                if z().nvlist_lookup_nvlist_array(
                     nv,
                     key.as_ptr().cast(),
                     &mut children,
@@ -465,7 +475,7 @@ impl LibZfs {
         let mut raw: Vec<*mut sys::zfs_handle_t> = Vec::new();
         // SAFETY: the callback only pushes into `raw`, which outlives the call.
         let rc = unsafe {
-            sys::zfs_iter_root(
+            z().zfs_iter_root(
                 self.h.as_ptr(),
                 Some(push_zfs),
                 (&mut raw as *mut Vec<*mut sys::zfs_handle_t>).cast(),
@@ -480,7 +490,7 @@ impl LibZfs {
             let mut children: Vec<*mut sys::zfs_handle_t> = Vec::new();
             // SAFETY: the handle is open; the callback only pushes into `children`.
             let rc = unsafe {
-                sys::zfs_iter_filesystems_v2(
+                z().zfs_iter_filesystems_v2(
                     ds.d.as_ptr(),
                     0,
                     Some(push_zfs),
@@ -533,7 +543,7 @@ impl LibZfs {
     fn open_dataset(&self, name: &str, types: u32) -> Result<Dataset<'_>, ZfsError> {
         let c = cstr(name)?;
         // SAFETY: the name is a valid C string; the handle returned is guarded.
-        let d = unsafe { sys::zfs_open(self.h.as_ptr(), c.as_ptr(), types as c_int) };
+        let d = unsafe { z().zfs_open(self.h.as_ptr(), c.as_ptr(), types as c_int) };
         NonNull::new(d)
             .map(|d| Dataset {
                 d,
@@ -561,7 +571,7 @@ impl LibZfs {
         // SAFETY: the handle is open; the callback closes each snapshot handle and only
         // writes to `scan`, which outlives the call.
         let rc = unsafe {
-            sys::zfs_iter_snapshots_v2(
+            z().zfs_iter_snapshots_v2(
                 ds.d.as_ptr(),
                 sys::ZFS_ITER_SIMPLE as c_int,
                 Some(scan_snapshot),
@@ -604,7 +614,7 @@ impl LibZfs {
         let mut raw: Vec<*mut sys::zfs_handle_t> = Vec::new();
         // SAFETY: the handle is open; the callback only pushes into `raw`.
         let rc = unsafe {
-            sys::zfs_iter_snapshots_v2(
+            z().zfs_iter_snapshots_v2(
                 ds.d.as_ptr(),
                 0,
                 Some(push_zfs),
@@ -628,10 +638,10 @@ impl LibZfs {
         let list = NvList::with_boolean(name)?;
         let mut errors: *mut sys::nvlist_t = ptr::null_mut();
         // SAFETY: `list` is a valid nvlist; `errors` is freed below.
-        let rc = unsafe { sys::lzc_snapshot(list.0.as_ptr(), ptr::null_mut(), &mut errors) };
+        let rc = unsafe { z().lzc_snapshot(list.0.as_ptr(), ptr::null_mut(), &mut errors) };
         if !errors.is_null() {
             // SAFETY: lzc allocated it for us.
-            unsafe { sys::nvlist_free(errors) };
+            unsafe { z().nvlist_free(errors) };
         }
         if rc != 0 {
             return Err(ZfsError::Call {
@@ -647,7 +657,7 @@ impl LibZfs {
     pub fn rollback_to(&self, fs: &str, snapshot: &str) -> Result<(), ZfsError> {
         let (f, s) = (cstr(fs)?, cstr(snapshot)?);
         // SAFETY: both are valid C strings.
-        let rc = unsafe { sys::lzc_rollback_to(f.as_ptr(), s.as_ptr()) };
+        let rc = unsafe { z().lzc_rollback_to(f.as_ptr(), s.as_ptr()) };
         if rc != 0 {
             return Err(ZfsError::Call {
                 what: format!("cannot roll {fs} back to {snapshot}"),
@@ -663,10 +673,10 @@ impl LibZfs {
         let mut errors: *mut sys::nvlist_t = ptr::null_mut();
         // SAFETY: `list` is a valid nvlist; `errors` is freed below.
         let rc =
-            unsafe { sys::lzc_destroy_snaps(list.0.as_ptr(), sys::boolean_t_B_FALSE, &mut errors) };
+            unsafe { z().lzc_destroy_snaps(list.0.as_ptr(), sys::boolean_t_B_FALSE, &mut errors) };
         if !errors.is_null() {
             // SAFETY: lzc allocated it for us.
-            unsafe { sys::nvlist_free(errors) };
+            unsafe { z().nvlist_free(errors) };
         }
         if rc != 0 {
             return Err(ZfsError::Call {
@@ -680,7 +690,7 @@ impl LibZfs {
     /// Whether a dataset or snapshot of this name exists.
     pub fn exists(&self, name: &str) -> bool {
         // SAFETY: a valid C string.
-        cstr(name).is_ok_and(|c| unsafe { sys::lzc_exists(c.as_ptr()) } != sys::boolean_t_B_FALSE)
+        cstr(name).is_ok_and(|c| unsafe { z().lzc_exists(c.as_ptr()) } != sys::boolean_t_B_FALSE)
     }
 }
 
@@ -693,7 +703,7 @@ impl NvList {
         let c = cstr(name)?;
         let mut nvl: *mut sys::nvlist_t = ptr::null_mut();
         // SAFETY: nvlist_alloc writes a new list to `nvl` on success.
-        let rc = unsafe { sys::nvlist_alloc(&mut nvl, sys::NV_UNIQUE_NAME, 0) };
+        let rc = unsafe { z().nvlist_alloc(&mut nvl, sys::NV_UNIQUE_NAME, 0) };
         let list = NonNull::new(nvl)
             .filter(|_| rc == 0)
             .map(NvList)
@@ -702,7 +712,7 @@ impl NvList {
                 why: os_error(rc),
             })?;
         // SAFETY: the list is valid and the name a valid C string.
-        let rc = unsafe { sys::nvlist_add_boolean(list.0.as_ptr(), c.as_ptr()) };
+        let rc = unsafe { z().nvlist_add_boolean(list.0.as_ptr(), c.as_ptr()) };
         if rc != 0 {
             return Err(ZfsError::Call {
                 what: "nvlist_add_boolean".into(),
@@ -716,7 +726,7 @@ impl NvList {
 impl Drop for NvList {
     fn drop(&mut self) {
         // SAFETY: we own the list.
-        unsafe { sys::nvlist_free(self.0.as_ptr()) }
+        unsafe { z().nvlist_free(self.0.as_ptr()) }
     }
 }
 
@@ -729,7 +739,7 @@ unsafe fn read_u64_array(nv: *mut sys::nvlist_t, key: &[u8]) -> Vec<u64> {
     let mut n: sys::uint_t = 0;
     // SAFETY: per the contract; the array belongs to the nvlist and is copied at once.
     unsafe {
-        if sys::nvlist_lookup_uint64_array(nv, key.as_ptr().cast(), &mut p, &mut n) != 0
+        if z().nvlist_lookup_uint64_array(nv, key.as_ptr().cast(), &mut p, &mut n) != 0
             || p.is_null()
         {
             return Vec::new();
