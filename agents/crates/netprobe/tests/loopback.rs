@@ -733,3 +733,42 @@ fn failed_token_attempts_are_throttled_per_address() {
     let (_c, r) = ask(OTHER, addr, "tcp", 1, 200);
     accepted(r);
 }
+
+#[test]
+fn a_stalled_quic_client_does_not_hold_up_the_test() {
+    let (addr, fp) = serve("127.0.0.0/8", 1, 5.0);
+    let (mut ctl, r) = ask(HOME, addr, "quic", 1, 1000);
+    let (id, port) = accepted(r);
+    let port = port.expect("a QUIC port");
+    // From the test's own address, a client that sends its first packets and then stops
+    // (its runtime blocked): it never completes a handshake or presents the id.
+    let fp2 = fp.clone();
+    std::thread::spawn(move || {
+        runtime().block_on(async {
+            let (_ep, _connecting) = quic_connect(HOME, port, &fp2);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            std::thread::sleep(Duration::from_secs(20));
+        });
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // The real client, after it: its test runs.
+    runtime().block_on(async {
+        let (_ep, connecting) = quic_connect(HOME, port, &fp);
+        let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
+            .await
+            .expect("a handshake within 3 s")
+            .expect("handshake");
+        let (mut c, _r) = conn.open_bi().await.expect("control stream");
+        c.write_all(format!("{id}\n").as_bytes())
+            .await
+            .expect("test id");
+        let mut s = conn.open_uni().await.expect("stream");
+        s.write_all(&vec![1u8; 256 * 1024]).await.expect("data");
+        s.finish().expect("finish");
+        let _ = tokio::time::timeout(Duration::from_secs(3), conn.closed()).await;
+    });
+    match ctl.reply() {
+        Reply::Result { bytes, .. } => assert_eq!(bytes, 256 * 1024),
+        other => panic!("the test behind a stalled client: {other:?}"),
+    }
+}

@@ -94,30 +94,14 @@ impl Server {
     }
 }
 
-/// Accepts the test's client (anyone else is refused), checks the test id on its control
-/// stream and counts what its `streams` streams deliver until they end.
-async fn quic_receive(
-    ep: &quinn::Endpoint,
-    peer: IpAddr,
+/// Completes one handshake and reads the test id from the connection's control stream;
+/// the connection (and the control stream's send side, kept open for the test) if it is `id`.
+async fn presents_id(
+    incoming: quinn::Incoming,
     id: String,
-    streams: u32,
-) -> Result<StreamDone, String> {
-    let conn = loop {
-        let incoming = ep.accept().await.ok_or("the endpoint closed")?;
-        if canonical(incoming.remote_address().ip()) != peer {
-            tracing::warn!(
-                "QUIC: refused {}: not the client of this test",
-                incoming.remote_address()
-            );
-            incoming.refuse();
-            continue;
-        }
-        match incoming.await {
-            Ok(c) => break c,
-            Err(e) => tracing::warn!("QUIC handshake from {peer}: {e}"),
-        }
-    };
-    let (_send, mut recv) = conn
+) -> Result<(quinn::Connection, quinn::SendStream), String> {
+    let conn = incoming.await.map_err(|e| format!("handshake: {e}"))?;
+    let (send, mut recv) = conn
         .accept_bi()
         .await
         .map_err(|e| format!("no control stream: {e}"))?;
@@ -129,6 +113,52 @@ async fn quic_receive(
         conn.close(1u32.into(), b"wrong test id");
         return Err("wrong test id on the QUIC connection".into());
     }
+    Ok((conn, send))
+}
+
+/// Accepts the test's client (anyone else is refused), checks the test id on its control
+/// stream and counts what its `streams` streams deliver until they end.
+async fn quic_receive(
+    ep: &quinn::Endpoint,
+    peer: IpAddr,
+    id: String,
+    streams: u32,
+) -> Result<StreamDone, String> {
+    // Candidates run side by side, so one that stalls (a client gone after its first
+    // packet, or one that never presents the id) holds up no other; the first to present
+    // the test id on its control stream is the test's. An address not yet validated is
+    // sent a Retry first: a client must prove it receives at its address before the server
+    // does any handshake work for it, so forged sources cost nothing.
+    let mut candidates = tokio::task::JoinSet::new();
+    let (conn, _control) = loop {
+        tokio::select! {
+            incoming = ep.accept() => {
+                let incoming = incoming.ok_or("the endpoint closed")?;
+                if canonical(incoming.remote_address().ip()) != peer {
+                    tracing::warn!(
+                        "QUIC: refused {}: not the client of this test",
+                        incoming.remote_address()
+                    );
+                    incoming.refuse();
+                    continue;
+                }
+                if !incoming.remote_address_validated() && incoming.may_retry() {
+                    if let Err(e) = incoming.retry() {
+                        tracing::debug!("QUIC retry to {peer}: {e}");
+                    }
+                    continue;
+                }
+                candidates.spawn(presents_id(incoming, id.clone()));
+            }
+            Some(done) = candidates.join_next(), if !candidates.is_empty() => match done {
+                Ok(Ok(c)) => break c,
+                Ok(Err(e)) => tracing::warn!("QUIC connection from {peer}: {e}"),
+                Err(e) => tracing::warn!("QUIC connection from {peer}: {e}"),
+            },
+        }
+    };
+    // The others (stalled, or late duplicates) are dropped with the set.
+    drop(candidates);
     tracing::debug!("QUIC: {peer} presented the test id");
     let total = Arc::new(AtomicU64::new(0));
     let span = Arc::new(Mutex::new((None::<Instant>, None::<Instant>)));
