@@ -505,9 +505,11 @@ in {
             // {
               # The network-facing probe has no business with the snapshot store.
               SupplementaryGroups = [];
-              # Only the clients it accepts; socket buffers of two tests at once.
+              # Only the clients it accepts; socket buffers of two tests at once; a thread per
+              # connection (at most max-tests x (max-streams + 1) + 16 = 50 by default).
               IPAddressAllow = ["localhost"] ++ cfg.netServe.allow;
               MemoryMax = "256M";
+              TasksMax = 128;
               LoadCredential = ["token:${toString cfg.netServe.tokenFile}"];
               # The QUIC certificate, so its fingerprint (what clients pin) survives restarts:
               # sha256sum /var/lib/labnode-net-serve/cert.der, or the unit's "fingerprint" line.
